@@ -1,0 +1,513 @@
+//
+// Copyright (c) 2026 The plinth authors
+// Distributed under the Boost Software License, Version 1.0.
+// (See accompanying file LICENSE or copy at http://www.boost.org/LICENSE_1_0.txt)
+//
+#ifndef PLINTH_CHAIN_HPP
+#define PLINTH_CHAIN_HPP
+
+// The interceptor chain: Pedestal's enter/leave/error model over any context type.
+// This layer knows nothing of HTTP or sockets.
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/container/small_vector.hpp>
+
+#include <concepts>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <initializer_list>
+#include <list>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace plinth {
+
+namespace asio = boost::asio;
+
+/// The three stages of an interceptor.
+enum class stage { enter, leave, error };
+
+/// The stage's name, for logs and error reports.
+constexpr std::string_view to_string(stage s) noexcept
+{
+    switch (s) {
+    case stage::enter: return "enter";
+    case stage::leave: return "leave";
+    case stage::error: return "error";
+    }
+    return "?";
+}
+
+/// Whether an observer is called before or after a stage.
+enum class observe_point { before, after };
+
+/// An error caught by the chain, with where it came from.
+///
+/// `exception` is the original exception object: `std::rethrow_exception` gives back
+/// its own type. The metadata travels beside it rather than wrapping it.
+struct chain_error {
+    std::exception_ptr exception;                 ///< what was thrown
+    plinth::stage stage = stage::enter;           ///< the stage that threw it
+    std::string interceptor;                      ///< the name of the interceptor that threw it
+    std::vector<std::exception_ptr> suppressed;   ///< earlier errors replaced by this one, oldest first
+};
+
+template <class Context> class basic_chain;
+template <class Context> class chain_context;
+
+namespace detail {
+
+template <class Context> struct execution;
+
+enum class shape { none, sync_value, async_value, sync_ref, async_ref };
+
+// Which of the accepted stage shapes `F` has (see basic_stage).
+template <class F, class Context, class... Extra>
+consteval shape stage_shape()
+{
+    if constexpr (std::is_invocable_v<F&, Context&&, Extra...>) {
+        using r = std::invoke_result_t<F&, Context&&, Extra...>;
+        if constexpr (std::is_same_v<r, Context>)
+            return shape::sync_value;
+        else if constexpr (std::is_same_v<r, asio::awaitable<Context>>)
+            return shape::async_value;
+    }
+    if constexpr (std::is_invocable_v<F&, Context&, Extra...>) {
+        using r = std::invoke_result_t<F&, Context&, Extra...>;
+        if constexpr (std::is_void_v<r>)
+            return shape::sync_ref;
+        else if constexpr (std::is_same_v<r, asio::awaitable<void>>)
+            return shape::async_ref;
+    }
+    return shape::none;
+}
+
+} // namespace detail
+
+/// One stage of an interceptor, type-erased once when the interceptor is built.
+///
+/// Accepts any callable of one of these shapes (`Extra...` is empty for enter and leave,
+/// `std::exception_ptr` for error):
+///  - `Context(Context, Extra...)` and `asio::awaitable<Context>(Context, Extra...)`: Pedestal's
+///    shape; the context is moved in and returned. A stage of this shape that throws has
+///    consumed its context: what the error stages then see is the moved-from object, which is
+///    why `http::context` keeps the request behind a pointer.
+///  - `void(Context&, Extra...)` and `asio::awaitable<void>(Context&, Extra...)`: the context is
+///    updated in place and survives a throw intact.
+template <class Context, class... Extra>
+class basic_stage {
+public:
+    /// An absent stage: the chain skips it.
+    basic_stage() noexcept = default;
+
+    template <class F>
+        requires(!std::same_as<std::remove_cvref_t<F>, basic_stage>
+                 && detail::stage_shape<F, Context, Extra...>() != detail::shape::none)
+    basic_stage(F f) // NOLINT(google-explicit-constructor): any callable converts, as with std::function
+    {
+        constexpr auto s = detail::stage_shape<F, Context, Extra...>();
+        if constexpr (s == detail::shape::sync_value)
+            sync_ = [f = std::move(f)](Context& c, Extra... e) mutable { c = std::invoke(f, std::move(c), e...); };
+        else if constexpr (s == detail::shape::async_value)
+            async_ = [f = std::move(f)](Context& c, Extra... e) mutable -> asio::awaitable<void> {
+                c = co_await std::invoke(f, std::move(c), e...);
+            };
+        else if constexpr (s == detail::shape::sync_ref)
+            sync_ = std::move(f);
+        else
+            async_ = std::move(f);
+    }
+
+    /// True when the stage exists.
+    explicit operator bool() const noexcept { return sync_ || async_; }
+
+    /// True when the stage is a coroutine.
+    bool is_async() const noexcept { return static_cast<bool>(async_); }
+
+private:
+    template <class> friend struct detail::execution;
+
+    std::function<void(Context&, Extra...)> sync_;
+    std::function<asio::awaitable<void>(Context&, Extra...)> async_;
+};
+
+/// The `enter` or `leave` stage of an interceptor.
+template <class Context> using stage_fn = basic_stage<Context>;
+
+/// The `error` stage of an interceptor: also receives the error.
+template <class Context> using error_fn = basic_stage<Context, std::exception_ptr>;
+
+/// A named set of up to three stages. Build it with designated initializers:
+/// `{.name = "auth", .enter = check_token, .error = map_errors}`.
+template <class Context>
+struct basic_interceptor {
+    std::string name;          ///< required: it appears in error reports and observers
+    stage_fn<Context> enter{}; ///< runs on the way in
+    stage_fn<Context> leave{}; ///< runs on the way out, in reverse order
+    error_fn<Context> error{}; ///< runs on the way out instead of leave while an error is pending
+
+    /// A name and at least one stage.
+    bool valid() const noexcept { return !name.empty() && (enter || leave || error); }
+};
+
+/// The base every chain context derives from (`struct my_ctx : plinth::chain_context<my_ctx>`).
+///
+/// It links the context to the execution that runs it, so a stage can `enqueue` or `terminate`,
+/// and after the execution it carries the unhandled error, if any. Copies and moves keep the link.
+template <class Context>
+class chain_context {
+public:
+    /// The error being handled (inside an error stage), or after the execution the error no stage
+    /// handled; null when there is none.
+    const chain_error* error() const noexcept;
+
+    /// True while a chain is executing this context.
+    bool executing() const noexcept { return execution_ != nullptr; }
+
+private:
+    template <class> friend struct detail::execution;
+    template <class> friend class basic_chain;
+
+    detail::execution<Context>* execution_ = nullptr;
+    std::shared_ptr<const chain_error> unhandled_;
+};
+
+namespace detail {
+
+/// The state of one run of a chain; it lives in the frame of `basic_chain::execute`.
+template <class Context>
+struct execution {
+    using interceptor_type = basic_interceptor<Context>;
+    // Inline room for typical chains, so a synchronous run allocates nothing per stage.
+    using list = boost::container::small_vector<const interceptor_type*, 16>;
+
+    const basic_chain<Context>& chain;
+    list queue;
+    std::size_t head = 0;
+    list stack;
+    std::list<interceptor_type> owned;   // interceptors enqueued by value; std::list keeps addresses
+    std::optional<chain_error> error;
+    bool leaving = false;
+
+    static execution& of(chain_context<Context>& ctx, const char* what)
+    {
+        if (!ctx.execution_)
+            throw std::logic_error(std::string(what) + ": the context is not being executed by a chain");
+        return *ctx.execution_;
+    }
+
+    static void check(const interceptor_type& i, const char* what)
+    {
+        if (!i.valid())
+            throw std::invalid_argument(std::string(what) + ": an interceptor needs a name and at least one stage"
+                                        + (i.name.empty() ? std::string() : " ('" + i.name + "' has none)"));
+    }
+
+    const interceptor_type* own(interceptor_type i)
+    {
+        check(i, "plinth::enqueue");
+        return &owned.emplace_back(std::move(i));
+    }
+
+    void drop_queue() noexcept
+    {
+        queue.clear();
+        head = 0;
+    }
+
+    template <class... Extra>
+    static std::exception_ptr call_sync(const basic_stage<Context, Extra...>& s, Context& ctx, Extra... e) noexcept
+    {
+        try {
+            s.sync_(ctx, e...);
+            return nullptr;
+        }
+        catch (...) {
+            return std::current_exception();
+        }
+    }
+
+    template <class... Extra>
+    static asio::awaitable<std::exception_ptr> call_async(const basic_stage<Context, Extra...>& s, Context& ctx,
+                                                          Extra... e)
+    {
+        std::exception_ptr thrown;
+        try {
+            co_await s.async_(ctx, e...);
+        }
+        catch (...) {
+            thrown = std::current_exception();
+        }
+        // A stage may have hopped to another executor (bind_executor to a pool): come back, so
+        // later stages run on the chain's executor, the connection's strand (Pedestal #550).
+        co_await asio::dispatch(asio::use_awaitable);
+        co_return thrown;
+    }
+
+    void observe(const Context& ctx, stage st, const interceptor_type& i, observe_point p) const;
+    bool terminated(const Context& ctx) const;
+
+    // Records an exception thrown by `st` of `i`; an error stage that rethrows the error it was
+    // given keeps the original record, one that throws something new supersedes it.
+    void fail(std::exception_ptr e, stage st, const interceptor_type& i)
+    {
+        if (error && error->exception == e)
+            return;
+        chain_error next{std::move(e), st, i.name, {}};
+        if (error) {
+            next.suppressed = std::move(error->suppressed);
+            next.suppressed.push_back(std::move(error->exception));
+        }
+        error = std::move(next);
+    }
+};
+
+} // namespace detail
+
+/// A sequence of interceptors run over a context, Pedestal-style.
+///
+/// `execute` pops each interceptor off the queue onto the stack and calls its `enter`; when the
+/// queue is empty (or a terminator says so) it walks the stack back calling `leave`, or `error`
+/// while an error is pending. Synchronous stages are plain calls; an awaitable stage suspends the
+/// run without holding a thread and resumes on the coroutine's executor. The chain must outlive
+/// every execution it runs.
+template <class Context>
+class basic_chain {
+public:
+    using context_type = Context;
+    using interceptor_type = basic_interceptor<Context>;
+    /// Ends the enter phase early when it returns true (checked after every enter stage).
+    using terminator = std::function<bool(const Context&)>;
+    /// Called before and after every stage that exists.
+    using observer = std::function<void(const Context&, stage, std::string_view interceptor, observe_point)>;
+
+    basic_chain() = default;
+
+    /// A chain that runs `interceptors` in order. Throws `std::invalid_argument` for an interceptor
+    /// without a name or without any stage.
+    basic_chain(std::vector<interceptor_type> interceptors) : interceptors_(std::move(interceptors))
+    {
+        for (const auto& i : interceptors_)
+            detail::execution<Context>::check(i, "plinth::basic_chain");
+    }
+
+    basic_chain(std::initializer_list<interceptor_type> interceptors)
+        : basic_chain(std::vector<interceptor_type>(interceptors))
+    {
+    }
+
+    /// Appends an interceptor to the chain's initial queue.
+    basic_chain& push_back(interceptor_type i)
+    {
+        detail::execution<Context>::check(i, "plinth::basic_chain::push_back");
+        interceptors_.push_back(std::move(i));
+        return *this;
+    }
+
+    /// Adds a terminator.
+    basic_chain& terminate_when(terminator t)
+    {
+        terminators_.push_back(std::move(t));
+        return *this;
+    }
+
+    /// Sets the observer (one per chain; unset costs nothing).
+    basic_chain& observe(observer o)
+    {
+        observer_ = std::move(o);
+        return *this;
+    }
+
+    const std::vector<interceptor_type>& interceptors() const noexcept { return interceptors_; }
+
+    /// Runs the chain over `ctx` and returns it. Errors no stage handled are reported through
+    /// `result.error()`, never thrown.
+    asio::awaitable<Context> execute(Context ctx) const;
+
+    /// `execute` with any completion token; the handler signature is
+    /// `void(std::exception_ptr, Context)` (the exception is only ever set for `std::bad_alloc`).
+    template <class Executor, class CompletionToken>
+    auto async_execute(const Executor& ex, Context ctx, CompletionToken&& token) const
+    {
+        return asio::co_spawn(ex, execute(std::move(ctx)), std::forward<CompletionToken>(token));
+    }
+
+private:
+    friend struct detail::execution<Context>;
+
+    std::vector<interceptor_type> interceptors_;
+    std::vector<terminator> terminators_;
+    observer observer_;
+};
+
+template <class Context>
+const chain_error* chain_context<Context>::error() const noexcept
+{
+    if (execution_)
+        return execution_->error ? &*execution_->error : nullptr;
+    return unhandled_.get();
+}
+
+namespace detail {
+
+template <class Context>
+void execution<Context>::observe(const Context& ctx, stage st, const interceptor_type& i, observe_point p) const
+{
+    if (chain.observer_)
+        chain.observer_(ctx, st, i.name, p);
+}
+
+template <class Context>
+bool execution<Context>::terminated(const Context& ctx) const
+{
+    for (const auto& t : chain.terminators_)
+        if (t(ctx))
+            return true;
+    return false;
+}
+
+} // namespace detail
+
+template <class Context>
+asio::awaitable<Context> basic_chain<Context>::execute(Context ctx) const
+{
+    using execution = detail::execution<Context>;
+    execution ex{*this, {}, 0, {}, {}, {}, false};
+    for (const auto& i : interceptors_)
+        ex.queue.push_back(&i);
+
+    auto& link = static_cast<chain_context<Context>&>(ctx);
+    auto* const outer = link.execution_; // a stage may run a nested chain over its context
+    link.execution_ = &ex;
+    link.unhandled_.reset();
+
+    // Sync stages are plain calls and async ones a co_await: a helper cannot co_await on our
+    // behalf without a coroutine frame per stage, hence the two branches at each call site.
+    std::exception_ptr thrown;
+
+    // Enter phase.
+    while (!ex.error && ex.head < ex.queue.size()) {
+        const auto& i = *ex.queue[ex.head++];
+        ex.stack.push_back(&i);
+        if (!i.enter)
+            continue;
+        ex.observe(ctx, stage::enter, i, observe_point::before);
+        if (i.enter.is_async())
+            thrown = co_await execution::call_async(i.enter, ctx);
+        else
+            thrown = execution::call_sync(i.enter, ctx);
+        if (thrown) {
+            ex.fail(std::move(thrown), stage::enter, i);
+            break;
+        }
+        ex.observe(ctx, stage::enter, i, observe_point::after);
+        if (ex.terminated(ctx))
+            ex.drop_queue();
+    }
+    ex.drop_queue();
+    ex.leaving = true;
+
+    // Leave phase: leave stages in reverse, or error stages while an error is pending.
+    while (!ex.stack.empty()) {
+        const auto& i = *ex.stack.back();
+        ex.stack.pop_back();
+        if (!ex.error && i.leave) {
+            ex.observe(ctx, stage::leave, i, observe_point::before);
+            if (i.leave.is_async())
+                thrown = co_await execution::call_async(i.leave, ctx);
+            else
+                thrown = execution::call_sync(i.leave, ctx);
+            if (thrown)
+                ex.fail(std::move(thrown), stage::leave, i); // its own error stage is tried next
+            else
+                ex.observe(ctx, stage::leave, i, observe_point::after);
+        }
+        if (ex.error && i.error) {
+            ex.observe(ctx, stage::error, i, observe_point::before);
+            std::exception_ptr e = ex.error->exception;
+            if (i.error.is_async())
+                thrown = co_await execution::call_async(i.error, ctx, e);
+            else
+                thrown = execution::call_sync(i.error, ctx, e);
+            if (thrown)
+                ex.fail(std::move(thrown), stage::error, i);
+            else {
+                ex.error.reset(); // handled: the rest of the stack gets leave
+                ex.observe(ctx, stage::error, i, observe_point::after);
+            }
+        }
+    }
+
+    link.execution_ = outer;
+    if (ex.error)
+        link.unhandled_ = std::make_shared<const chain_error>(std::move(*ex.error));
+    co_return std::move(ctx);
+}
+
+/// Appends a copy of `i` to the queue of the running execution.
+/// Throws `std::invalid_argument` for an invalid interceptor, `std::logic_error` outside an execution.
+template <class Context>
+    requires std::derived_from<Context, chain_context<Context>>
+void enqueue(Context& ctx, basic_interceptor<Context> i)
+{
+    auto& ex = detail::execution<Context>::of(ctx, "plinth::enqueue");
+    ex.queue.push_back(ex.own(std::move(i)));
+}
+
+/// Appends copies of `is` to the queue, in order.
+template <class Context>
+    requires std::derived_from<Context, chain_context<Context>>
+void enqueue(Context& ctx, std::span<const basic_interceptor<Context>> is)
+{
+    for (const auto& i : is)
+        enqueue(ctx, i);
+}
+
+/// Appends `is` by reference, without copying: they must outlive the execution (a route table
+/// that lives as long as the server does). This is how a router hands over a route at no cost.
+template <class Context>
+    requires std::derived_from<Context, chain_context<Context>>
+void enqueue_ref(Context& ctx, std::span<const basic_interceptor<Context>> is)
+{
+    auto& ex = detail::execution<Context>::of(ctx, "plinth::enqueue_ref");
+    for (const auto& i : is) {
+        detail::execution<Context>::check(i, "plinth::enqueue_ref");
+        ex.queue.push_back(&i);
+    }
+}
+
+/// Inserts a copy of `i` at the front of the queue: it is entered next.
+template <class Context>
+    requires std::derived_from<Context, chain_context<Context>>
+void enqueue_front(Context& ctx, basic_interceptor<Context> i)
+{
+    auto& ex = detail::execution<Context>::of(ctx, "plinth::enqueue_front");
+    const auto* p = ex.own(std::move(i));
+    ex.queue.insert(ex.queue.begin() + static_cast<std::ptrdiff_t>(ex.head), p);
+}
+
+/// Drops the rest of the queue: the leave phase starts after the current stage.
+/// No effect during the leave phase.
+template <class Context>
+    requires std::derived_from<Context, chain_context<Context>>
+void terminate(Context& ctx)
+{
+    auto& ex = detail::execution<Context>::of(ctx, "plinth::terminate");
+    if (!ex.leaving)
+        ex.drop_queue();
+}
+
+} // namespace plinth
+
+#endif

@@ -1,0 +1,293 @@
+//
+// Copyright (c) 2026 The plinth authors
+// Distributed under the Boost Software License, Version 1.0.
+// (See accompanying file LICENSE or copy at http://www.boost.org/LICENSE_1_0.txt)
+//
+#ifndef PLINTH_DETAIL_CONNECTION_HPP
+#define PLINTH_DETAIL_CONNECTION_HPP
+
+// One HTTP/1.x connection: a coroutine on its own strand that reads a request, runs it through
+// the chain, writes the response, and loops while the connection is kept alive. Requests are
+// handled one after the other, so pipelined requests are answered in order.
+
+#include <plinth/detail/http_date.hpp>
+#include <plinth/http.hpp>
+#include <plinth/router.hpp>
+#include <plinth/server_options.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/rfc7230.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include <atomic>
+#include <exception>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace plinth::detail {
+
+class connection;
+
+/// What a server shares with its connections; they keep it alive until the last one is gone.
+struct server_core {
+    explicit server_core(server_options o) : options(std::move(o)) {}
+
+    server_options options;
+    plinth::router router;
+    plinth::chain chain;
+
+    std::atomic<std::uint64_t> open_connections{0};
+    std::atomic<std::uint64_t> accepted{0};
+    std::atomic<std::uint64_t> requests{0};
+
+    std::mutex mutex; // guards live and stopping
+    std::list<std::weak_ptr<connection>> live;
+    bool stopping = false;
+
+    void log(log_level level, std::string_view message) const noexcept
+    {
+        if (!options.log)
+            return;
+        try {
+            options.log(level, message);
+        }
+        catch (...) { // a broken log hook must not take a connection down
+        }
+    }
+};
+
+/// A one-line description of an exception, for the log only.
+inline std::string describe(const std::exception_ptr& e)
+{
+    try {
+        std::rethrow_exception(e);
+    }
+    catch (const std::exception& x) {
+        return x.what();
+    }
+    catch (...) {
+        return "a non-standard exception";
+    }
+}
+
+/// True for the ways a client leaves that are not worth logging as errors.
+inline bool client_went_away(const beast::error_code& ec)
+{
+    return ec == http::error::end_of_stream || ec == http::error::partial_message || ec == asio::error::eof
+        || ec == asio::error::connection_reset || ec == asio::error::broken_pipe
+        || ec == asio::error::operation_aborted || ec == beast::error::timeout;
+}
+
+class connection : public std::enable_shared_from_this<connection> {
+public:
+    connection(std::shared_ptr<server_core> core, asio::ip::tcp::socket socket)
+        : core_(std::move(core)), stream_(std::move(socket))
+    {
+        ++core_->open_connections;
+    }
+
+    connection(const connection&) = delete;
+    connection& operator=(const connection&) = delete;
+
+    ~connection()
+    {
+        {
+            std::lock_guard lock(core_->mutex);
+            if (registered_)
+                core_->live.erase(self_in_live_);
+        }
+        --core_->open_connections;
+    }
+
+    /// Registers with the server and starts the connection's coroutine on its strand.
+    void start()
+    {
+        {
+            std::lock_guard lock(core_->mutex);
+            if (core_->stopping)
+                return; // the server stopped between accept and now: just close
+            self_in_live_ = core_->live.insert(core_->live.end(), weak_from_this());
+            registered_ = true;
+        }
+        auto core = core_;
+        asio::co_spawn(stream_.get_executor(), run(shared_from_this()), [core](std::exception_ptr e) {
+            if (e)
+                core->log(log_level::error, "connection ended by an exception: " + describe(e));
+        });
+    }
+
+    /// Asks the connection to finish: an idle one closes now, a busy one after its response.
+    /// Thread-safe.
+    void request_stop()
+    {
+        asio::post(stream_.get_executor(), [self = shared_from_this()] {
+            self->stopping_ = true;
+            if (self->idle_)
+                self->stream_.cancel();
+        });
+    }
+
+private:
+    static asio::awaitable<void> run(std::shared_ptr<connection> self) { co_await self->serve(); }
+
+    asio::awaitable<void> serve()
+    {
+        exchange_.executor = stream_.get_executor();
+        for (;;) {
+            http::request_parser<http::string_body> parser;
+            parser.header_limit(core_->options.max_header_bytes);
+            parser.body_limit(core_->options.max_body_bytes);
+
+            beast::error_code ec;
+            for (;;) {
+                idle_ = buffer_.size() == 0 && !parser.got_some();
+                if (stopping_ && idle_)
+                    co_return close();
+                std::tie(ec, std::ignore) =
+                    co_await http::async_read(stream_, buffer_, parser, asio::as_tuple(asio::use_awaitable));
+                idle_ = false;
+                // A stop cancels a read that waited for a new request; if bytes of one arrived
+                // meanwhile, the request is in flight: finish reading it and answer it.
+                if (ec != asio::error::operation_aborted || !stopping_ || !parser.got_some())
+                    break;
+            }
+            if (ec) {
+                co_await reject(ec);
+                co_return;
+            }
+
+            exchange_.request = parser.release();
+            exchange_.params.clear();
+            const unsigned version = exchange_.request.version();
+            const bool head = exchange_.request.method() == http::verb::head;
+            bool keep_alive = exchange_.request.keep_alive();
+
+            response res = co_await respond();
+            if (http::token_list{res[http::field::connection]}.exists("close"))
+                keep_alive = false;
+            keep_alive = keep_alive && !stopping_;
+            finish(res, version, keep_alive);
+
+            if (head) {
+                http::response_serializer<http::string_body> sr{res};
+                std::tie(ec, std::ignore) =
+                    co_await http::async_write_header(stream_, sr, asio::as_tuple(asio::use_awaitable));
+            }
+            else
+                std::tie(ec, std::ignore) =
+                    co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
+            if (ec) {
+                if (!client_went_away(ec))
+                    core_->log(log_level::warning, "write failed: " + ec.message());
+                co_return close();
+            }
+            ++core_->requests;
+            if (!keep_alive)
+                co_return close();
+        }
+    }
+
+    // Runs the request through the chain and turns the outcome into a response.
+    asio::awaitable<response> respond()
+    {
+        context ctx{exchange_};
+        try {
+            ctx = co_await core_->chain.execute(std::move(ctx));
+        }
+        catch (...) { // execute reports stage errors in ctx; this is bad_alloc and the like
+            core_->log(log_level::error, "request failed outside any stage: " + describe(std::current_exception()));
+            co_return error_response(nullptr);
+        }
+        if (const chain_error* err = ctx.error()) {
+            report(*err);
+            co_return error_response(err->exception);
+        }
+        if (ctx.response)
+            co_return std::move(*ctx.response);
+        co_return text("Not Found", http::status::not_found);
+    }
+
+    void report(const chain_error& err) const
+    {
+        auto level = log_level::error;
+        try {
+            std::rethrow_exception(err.exception);
+        }
+        catch (const http_error& e) {
+            if (static_cast<unsigned>(e.status()) < 500)
+                level = log_level::debug; // the client's fault, and the client was told
+        }
+        catch (...) {
+        }
+        const auto& req = exchange_.request;
+        core_->log(level, std::string(req.method_string()) + " " + std::string(req.target()) + ": "
+                              + std::string(to_string(err.stage)) + " stage of '" + err.interceptor
+                              + "' threw: " + describe(err.exception));
+    }
+
+    void finish(response& res, unsigned version, bool keep_alive) const
+    {
+        res.version(version);
+        res.set(http::field::server, core_->options.server_name);
+        res.set(http::field::date, current_http_date());
+        const unsigned status = res.result_int();
+        if (status < 200 || status == 204 || status == 304)
+            res.body().clear(); // these never carry a body
+        res.prepare_payload();
+        res.keep_alive(keep_alive);
+    }
+
+    // Answers a request that could not be read, then closes; a client that left gets nothing.
+    asio::awaitable<void> reject(const beast::error_code& ec)
+    {
+        const bool parse_error = ec.category() == beast::error_code(http::error::bad_method).category();
+        if (!parse_error || client_went_away(ec)) {
+            if (!client_went_away(ec))
+                core_->log(log_level::warning, "read failed: " + ec.message());
+            co_return close();
+        }
+        http::status status = http::status::bad_request;
+        if (ec == http::error::header_limit)
+            status = http::status::request_header_fields_too_large;
+        else if (ec == http::error::body_limit)
+            status = http::status::payload_too_large;
+        core_->log(log_level::debug, "rejected a request: " + ec.message());
+
+        response res = text(std::string(http::obsolete_reason(status)), status);
+        finish(res, 11, false);
+        co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
+        close();
+    }
+
+    void close()
+    {
+        beast::error_code ignored;
+        stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+        stream_.socket().close(ignored);
+    }
+
+    std::shared_ptr<server_core> core_;
+    beast::tcp_stream stream_;
+    beast::flat_buffer buffer_;
+    exchange exchange_;
+    bool idle_ = false;     // waiting for the first byte of a request
+    bool stopping_ = false; // the server is stopping: finish the current request, then close
+    bool registered_ = false;
+    std::list<std::weak_ptr<connection>>::iterator self_in_live_;
+};
+
+} // namespace plinth::detail
+
+#endif

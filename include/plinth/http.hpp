@@ -1,0 +1,241 @@
+//
+// Copyright (c) 2026 The plinth authors
+// Distributed under the Boost Software License, Version 1.0.
+// (See accompanying file LICENSE or copy at http://www.boost.org/LICENSE_1_0.txt)
+//
+#ifndef PLINTH_HTTP_HPP
+#define PLINTH_HTTP_HPP
+
+// The HTTP meaning of the chain: request and response types, the context a request travels in,
+// typed HTTP errors, and the adapters that turn plain handlers into interceptors.
+
+#include <plinth/chain.hpp>
+#include <plinth/detail/uri.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/status.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/verb.hpp>
+#include <boost/container/small_vector.hpp>
+
+#include <exception>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace plinth {
+
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+
+/// A request as plinth reads it: Beast's message with a `std::string` body.
+using request = http::request<http::string_body>;
+
+/// A response as plinth writes it. Version, keep-alive, `Date`, `Server` and `Content-Length` are
+/// filled in by the server; a handler sets status, headers and body.
+using response = http::response<http::string_body>;
+
+/// An error that maps to an HTTP status. Its public message is what the client sees, so write it
+/// for the client; never put internals there.
+class http_error : public std::runtime_error {
+public:
+    /// `public_message` defaults to the status' reason phrase.
+    explicit http_error(http::status status, std::string public_message = {})
+        : std::runtime_error(public_message.empty() ? std::string(http::obsolete_reason(status))
+                                                    : std::move(public_message))
+        , status_(status)
+    {
+    }
+
+    http::status status() const noexcept { return status_; }
+
+    /// The body sent to the client.
+    std::string_view public_message() const noexcept { return what(); }
+
+private:
+    http::status status_;
+};
+
+/// A response with `status`, a body and its content type.
+inline response make_response(http::status status, std::string body = {},
+                              std::string_view content_type = "text/plain; charset=utf-8")
+{
+    response res{status, 11};
+    if (!body.empty() || status != http::status::no_content)
+        res.set(http::field::content_type, content_type);
+    res.body() = std::move(body);
+    return res;
+}
+
+/// 200 with a plain-text body.
+inline response text(std::string body, http::status status = http::status::ok)
+{
+    return make_response(status, std::move(body));
+}
+
+/// 200 with a JSON body (already serialised: plinth has no JSON dependency).
+inline response json(std::string body, http::status status = http::status::ok)
+{
+    return make_response(status, std::move(body), "application/json");
+}
+
+/// The response for an error no stage handled: an `http_error` keeps its status and public
+/// message; anything else is a 500 whose body says nothing about the exception.
+inline response error_response(const std::exception_ptr& e)
+{
+    try {
+        if (e)
+            std::rethrow_exception(e);
+    }
+    catch (const http_error& he) {
+        return text(std::string(he.public_message()), he.status());
+    }
+    catch (...) {
+    }
+    return text("Internal Server Error", http::status::internal_server_error);
+}
+
+/// The parameters a route's path template captured (`/users/{id}` -> `id`), percent-decoded.
+class path_params {
+public:
+    /// The value of `name`, or nothing.
+    std::optional<std::string_view> find(std::string_view name) const noexcept
+    {
+        for (const auto& [n, v] : items_)
+            if (n == name)
+                return std::string_view(v);
+        return std::nullopt;
+    }
+
+    /// The value of `name`; throws `std::out_of_range` when the route has no such parameter.
+    std::string_view at(std::string_view name) const
+    {
+        if (auto v = find(name))
+            return *v;
+        throw std::out_of_range("plinth::path_params: no parameter '" + std::string(name) + "'");
+    }
+
+    std::size_t size() const noexcept { return items_.size(); }
+    bool empty() const noexcept { return items_.empty(); }
+    auto begin() const noexcept { return items_.begin(); }
+    auto end() const noexcept { return items_.end(); }
+
+    /// Adds a parameter; `name` must outlive this object (the router's route table does).
+    void add(std::string_view name, std::string value) { items_.emplace_back(name, std::move(value)); }
+    void clear() noexcept { items_.clear(); }
+
+private:
+    boost::container::small_vector<std::pair<std::string_view, std::string>, 4> items_;
+};
+
+/// What belongs to one request and stays put while its context moves from stage to stage:
+/// the connection owns it, the context points at it, so a throwing stage cannot lose it.
+struct exchange {
+    plinth::request request;
+    path_params params;
+    asio::any_io_executor executor; ///< the connection's strand
+};
+
+/// The context an HTTP request travels in through the chain.
+class context : public chain_context<context> {
+public:
+    context() = default;
+
+    explicit context(plinth::exchange& ex) noexcept : exchange_(&ex) {}
+
+    /// The request. Interceptors may change it (parse a body, rewrite a header).
+    plinth::request& request() const noexcept { return exchange_->request; }
+
+    /// The request target's path, without the query.
+    std::string_view path() const noexcept { return detail::split_target(exchange_->request.target()).first; }
+
+    /// The percent-decoded value of query parameter `name`, or nothing.
+    std::optional<std::string> query(std::string_view name) const
+    {
+        return detail::query_value(detail::split_target(exchange_->request.target()).second, name);
+    }
+
+    /// The path parameters of the matched route.
+    const path_params& params() const noexcept { return exchange_->params; }
+    path_params& params() noexcept { return exchange_->params; }
+
+    /// The path parameter `name`; throws `std::out_of_range` (a 500) when the route has none.
+    std::string_view param(std::string_view name) const { return exchange_->params.at(name); }
+
+    /// The executor stages run on: the connection's strand.
+    const asio::any_io_executor& executor() const noexcept { return exchange_->executor; }
+
+    /// The response; once set, the enter phase ends (the server's terminator).
+    std::optional<plinth::response> response;
+
+private:
+    plinth::exchange* exchange_ = nullptr;
+};
+
+/// An interceptor over the HTTP context.
+using interceptor = basic_interceptor<context>;
+
+/// A chain over the HTTP context, ending its enter phase once a response is set.
+class chain : public basic_chain<context> {
+public:
+    chain() { terminate_when(has_response); }
+
+    chain(std::vector<interceptor> interceptors) : basic_chain<context>(std::move(interceptors))
+    {
+        terminate_when(has_response);
+    }
+
+    chain(std::initializer_list<interceptor> interceptors) : chain(std::vector<interceptor>(interceptors)) {}
+
+    /// The HTTP terminator: a response is present.
+    static bool has_response(const context& c) noexcept { return c.response.has_value(); }
+};
+
+namespace detail {
+
+template <class T> struct is_response_awaitable : std::false_type {};
+template <> struct is_response_awaitable<asio::awaitable<response>> : std::true_type {};
+
+template <class F, class Arg>
+concept handler_of = std::is_invocable_v<F&, Arg>
+    && (std::is_same_v<std::invoke_result_t<F&, Arg>, response>
+        || is_response_awaitable<std::invoke_result_t<F&, Arg>>::value);
+
+} // namespace detail
+
+/// A handler: something that turns a request (or the whole context) into a response.
+/// Accepted shapes: `response(const request&)`, `asio::awaitable<response>(request)`, and the same
+/// taking `const context&` (to reach path parameters). A handler taking `request` by value gets a
+/// copy; one taking `const request&` may keep the reference until its coroutine completes.
+template <class F>
+concept handler = detail::handler_of<F, context&> || detail::handler_of<F, request&>;
+
+/// Adapts a handler into an interceptor whose `enter` stores the response in the context.
+template <handler F>
+interceptor make_handler(std::string name, F f)
+{
+    constexpr bool takes_context = detail::handler_of<F, context&>;
+    using arg = std::conditional_t<takes_context, context&, request&>;
+    using result = std::invoke_result_t<F&, arg>;
+    auto input = [](context& c) -> arg {
+        if constexpr (takes_context)
+            return c;
+        else
+            return c.request();
+    };
+    interceptor i{.name = std::move(name)};
+    if constexpr (std::is_same_v<result, response>)
+        i.enter = [f = std::move(f), input](context& c) mutable { c.response = std::invoke(f, input(c)); };
+    else
+        i.enter = [f = std::move(f), input](context& c) mutable -> asio::awaitable<void> {
+            c.response = co_await std::invoke(f, input(c));
+        };
+    return i;
+}
+
+} // namespace plinth
+
+#endif

@@ -1,0 +1,19 @@
+//
+// Copyright (c) 2026 The plinth authors
+// Distributed under the Boost Software License, Version 1.0.
+// (See accompanying file LICENSE or copy at http://www.boost.org/LICENSE_1_0.txt)
+//
+#ifndef PLINTH_PLINTH_HPP
+#define PLINTH_PLINTH_HPP
+
+// Everything plinth offers, in one include.
+
+#include <plinth/chain.hpp>
+#include <plinth/http.hpp>
+#include <plinth/log.hpp>
+#include <plinth/router.hpp>
+#include <plinth/server.hpp>
+#include <plinth/server_options.hpp>
+#include <plinth/version.hpp>
+
+#endif

@@ -1,0 +1,178 @@
+//
+// Copyright (c) 2026 The plinth authors
+// Distributed under the Boost Software License, Version 1.0.
+// (See accompanying file LICENSE or copy at http://www.boost.org/LICENSE_1_0.txt)
+//
+#ifndef PLINTH_SERVER_HPP
+#define PLINTH_SERVER_HPP
+
+// The HTTP/1.1 server: an acceptor and its connections on the user's io_context, one strand per
+// connection. The server owns no thread: run the io_context on as many threads as you like.
+
+#include <plinth/detail/connection.hpp>
+#include <plinth/http.hpp>
+#include <plinth/router.hpp>
+#include <plinth/server_options.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+namespace plinth {
+
+/// An HTTP/1.0 and 1.1 server: keep-alive, pipelining, `Date` and `Server` headers, 400 and close
+/// for a malformed request, graceful stop.
+///
+/// ```
+/// asio::io_context ioc{1};
+/// plinth::server srv{ioc, {.port = 8080}};
+/// srv.routes({{http::verb::get, "/hello", [](const plinth::request&) { return plinth::text("Hello"); }}});
+/// srv.start();
+/// ioc.run();
+/// ```
+class server {
+public:
+    /// A server that will run on `ioc`. Nothing is bound until `start`.
+    explicit server(asio::io_context& ioc, server_options options = {})
+        : ioc_(ioc), core_(std::make_shared<detail::server_core>(std::move(options)))
+        , acceptor_(std::make_shared<asio::ip::tcp::acceptor>(asio::make_strand(ioc)))
+    {
+    }
+
+    server(const server&) = delete;
+    server& operator=(const server&) = delete;
+
+    /// Stops accepting; connections still open finish on their own (see `stop`).
+    ~server() { stop(); }
+
+    /// Sets the route table. Throws `std::invalid_argument` for conflicting or malformed routes.
+    /// Call before `start`.
+    server& routes(std::vector<route> table) { return routes(router(std::move(table))); }
+
+    /// Sets the route table. Call before `start`.
+    server& routes(router r)
+    {
+        before_start("routes");
+        core_->router = std::move(r);
+        return *this;
+    }
+
+    /// Adds an interceptor that every request passes through before the router, in the order
+    /// added. Call before `start`.
+    server& use(interceptor i)
+    {
+        before_start("use");
+        if (!i.valid())
+            throw std::invalid_argument("plinth::server::use: an interceptor needs a name and at least one stage");
+        global_.push_back(std::move(i));
+        return *this;
+    }
+
+    /// Binds, listens and starts accepting. Throws `boost::system::system_error` when the address
+    /// cannot be bound.
+    void start()
+    {
+        before_start("start");
+        std::vector<interceptor> all = global_;
+        all.push_back(core_->router.as_interceptor());
+        core_->chain = chain(std::move(all));
+
+        asio::ip::tcp::endpoint endpoint{asio::ip::make_address(core_->options.address), core_->options.port};
+        acceptor_->open(endpoint.protocol());
+        acceptor_->set_option(asio::socket_base::reuse_address(true));
+        acceptor_->bind(endpoint);
+        acceptor_->listen(asio::socket_base::max_listen_connections);
+        started_ = true;
+        asio::co_spawn(acceptor_->get_executor(), accept(core_, acceptor_, ioc_), [core = core_](std::exception_ptr e) {
+            if (e)
+                core->log(log_level::error, "accept loop ended by an exception: " + detail::describe(e));
+        });
+    }
+
+    /// Stops gracefully, from any thread: no new connections; requests in flight finish and get
+    /// `Connection: close`; idle connections close now. `io_context::run` returns once all is done.
+    void stop()
+    {
+        std::vector<std::shared_ptr<detail::connection>> open;
+        {
+            std::lock_guard lock(core_->mutex);
+            if (core_->stopping)
+                return;
+            core_->stopping = true;
+            for (const auto& w : core_->live)
+                if (auto c = w.lock())
+                    open.push_back(std::move(c));
+        }
+        asio::post(acceptor_->get_executor(), [acceptor = acceptor_] {
+            beast::error_code ignored;
+            acceptor->close(ignored);
+        });
+        for (const auto& c : open)
+            c->request_stop();
+    }
+
+    /// The bound endpoint (after `start`).
+    asio::ip::tcp::endpoint local_endpoint() const { return acceptor_->local_endpoint(); }
+
+    /// The bound port (after `start`): the one the OS picked when `port` was 0.
+    std::uint16_t port() const { return local_endpoint().port(); }
+
+    /// The counters, now.
+    server_stats stats() const noexcept
+    {
+        return {core_->open_connections.load(), core_->accepted.load(), core_->requests.load()};
+    }
+
+    const server_options& options() const noexcept { return core_->options; }
+
+private:
+    void before_start(const char* what) const
+    {
+        if (started_)
+            throw std::logic_error(std::string("plinth::server::") + what + ": the server has already started");
+    }
+
+    static asio::awaitable<void> accept(std::shared_ptr<detail::server_core> core,
+                                        std::shared_ptr<asio::ip::tcp::acceptor> acceptor, asio::io_context& ioc)
+    {
+        for (;;) {
+            auto [ec, socket] =
+                co_await acceptor->async_accept(asio::make_strand(ioc), asio::as_tuple(asio::use_awaitable));
+            if (!acceptor->is_open())
+                co_return;
+            if (ec) {
+                if (ec == asio::error::operation_aborted)
+                    co_return;
+                // Out of descriptors and the like: back off briefly instead of spinning on accept.
+                core->log(log_level::warning, "accept failed: " + ec.message());
+                asio::steady_timer backoff{acceptor->get_executor(), std::chrono::milliseconds(50)};
+                co_await backoff.async_wait(asio::as_tuple(asio::use_awaitable));
+                continue;
+            }
+            ++core->accepted;
+            beast::error_code ignored;
+            socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+            std::make_shared<detail::connection>(core, std::move(socket))->start();
+        }
+    }
+
+    asio::io_context& ioc_;
+    std::shared_ptr<detail::server_core> core_;
+    std::shared_ptr<asio::ip::tcp::acceptor> acceptor_;
+    std::vector<interceptor> global_;
+    bool started_ = false;
+};
+
+} // namespace plinth
+
+#endif
