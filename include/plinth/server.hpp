@@ -92,6 +92,7 @@ public:
         acceptor_->set_option(asio::socket_base::reuse_address(true));
         acceptor_->bind(endpoint);
         acceptor_->listen(asio::socket_base::max_listen_connections);
+        endpoint_ = acceptor_->local_endpoint();
         started_ = true;
         asio::co_spawn(acceptor_->get_executor(), accept(core_, acceptor_, ioc_), [core = core_](std::exception_ptr e) {
             if (e)
@@ -121,11 +122,11 @@ public:
             c->request_stop();
     }
 
-    /// The bound endpoint (after `start`).
-    asio::ip::tcp::endpoint local_endpoint() const { return acceptor_->local_endpoint(); }
+    /// The bound endpoint (after `start`; it stays readable after `stop`).
+    asio::ip::tcp::endpoint local_endpoint() const noexcept { return endpoint_; }
 
     /// The bound port (after `start`): the one the OS picked when `port` was 0.
-    std::uint16_t port() const { return local_endpoint().port(); }
+    std::uint16_t port() const noexcept { return endpoint_.port(); }
 
     /// The counters, now.
     server_stats stats() const noexcept
@@ -170,6 +171,7 @@ private:
     std::shared_ptr<detail::server_core> core_;
     std::shared_ptr<asio::ip::tcp::acceptor> acceptor_;
     std::vector<interceptor> global_;
+    asio::ip::tcp::endpoint endpoint_;
     bool started_ = false;
 };
 

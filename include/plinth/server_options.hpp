@@ -28,7 +28,7 @@ struct server_options {
 struct server_stats {
     std::uint64_t connections = 0; ///< open now
     std::uint64_t accepted = 0;    ///< accepted so far
-    std::uint64_t requests = 0;    ///< responses written so far
+    std::uint64_t requests = 0;    ///< requests answered so far (response produced)
 };
 
 } // namespace plinth

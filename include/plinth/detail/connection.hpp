@@ -179,6 +179,7 @@ private:
                 keep_alive = false;
             keep_alive = keep_alive && !stopping_;
             finish(res, version, keep_alive);
+            ++core_->requests; // counted before the write, so a client that has its answer sees it
 
             if (head) {
                 http::response_serializer<http::string_body> sr{res};
@@ -193,7 +194,6 @@ private:
                     core_->log(log_level::warning, "write failed: " + ec.message());
                 co_return close();
             }
-            ++core_->requests;
             if (!keep_alive)
                 co_return close();
         }
