@@ -83,7 +83,9 @@ consteval shape stage_shape()
         else if constexpr (std::is_same_v<r, asio::awaitable<Context>>)
             return shape::async_value;
     }
-    if constexpr (std::is_invocable_v<F&, Context&, Extra...>) {
+    // By reference only when an rvalue cannot bind: `[](Context c) {}` (a by-value stage that
+    // forgot to return its context) must not compile as a by-reference stage losing its changes.
+    if constexpr (std::is_invocable_v<F&, Context&, Extra...> && !std::is_invocable_v<F&, Context&&, Extra...>) {
         using r = std::invoke_result_t<F&, Context&, Extra...>;
         if constexpr (std::is_void_v<r>)
             return shape::sync_ref;
@@ -104,7 +106,8 @@ consteval shape stage_shape()
 ///    consumed its context: what the error stages then see is the moved-from object, which is
 ///    why `http::context` keeps the request behind a pointer.
 ///  - `void(Context&, Extra...)` and `asio::awaitable<void>(Context&, Extra...)`: the context is
-///    updated in place and survives a throw intact.
+///    updated in place and survives a throw intact. The reference must be non-const: a stage
+///    taking `Context` or `const Context&` must return the context, so none loses its changes.
 template <class Context, class... Extra>
 class basic_stage {
 public:
@@ -400,18 +403,19 @@ asio::awaitable<Context> basic_chain<Context>::execute(Context ctx) const
     while (!ex.error && ex.head < ex.queue.size()) {
         const auto& i = *ex.queue[ex.head++];
         ex.stack.push_back(&i);
-        if (!i.enter)
-            continue;
-        ex.observe(ctx, stage::enter, i, observe_point::before);
-        if (i.enter.is_async())
-            thrown = co_await execution::call_async(i.enter, ctx);
-        else
-            thrown = execution::call_sync(i.enter, ctx);
-        if (thrown) {
-            ex.fail(std::move(thrown), stage::enter, i);
-            break;
+        if (i.enter) {
+            ex.observe(ctx, stage::enter, i, observe_point::before);
+            if (i.enter.is_async())
+                thrown = co_await execution::call_async(i.enter, ctx);
+            else
+                thrown = execution::call_sync(i.enter, ctx);
+            if (thrown) {
+                ex.fail(std::move(thrown), stage::enter, i);
+                break;
+            }
+            ex.observe(ctx, stage::enter, i, observe_point::after);
         }
-        ex.observe(ctx, stage::enter, i, observe_point::after);
+        // Checked after every interceptor, with or without enter, as Pedestal does.
         if (ex.terminated(ctx))
             ex.drop_queue();
     }
@@ -470,8 +474,11 @@ template <class Context>
     requires std::derived_from<Context, chain_context<Context>>
 void enqueue(Context& ctx, std::span<const basic_interceptor<Context>> is)
 {
+    auto& ex = detail::execution<Context>::of(ctx, "plinth::enqueue");
+    for (const auto& i : is) // all or nothing
+        detail::execution<Context>::check(i, "plinth::enqueue");
     for (const auto& i : is)
-        enqueue(ctx, i);
+        ex.queue.push_back(ex.own(i));
 }
 
 /// Appends `is` by reference, without copying: they must outlive the execution (a route table
@@ -481,10 +488,10 @@ template <class Context>
 void enqueue_ref(Context& ctx, std::span<const basic_interceptor<Context>> is)
 {
     auto& ex = detail::execution<Context>::of(ctx, "plinth::enqueue_ref");
-    for (const auto& i : is) {
+    for (const auto& i : is) // all or nothing
         detail::execution<Context>::check(i, "plinth::enqueue_ref");
+    for (const auto& i : is)
         ex.queue.push_back(&i);
-    }
 }
 
 /// Inserts a copy of `i` at the front of the queue: it is entered next.
