@@ -12,6 +12,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/container/small_vector.hpp>
 
@@ -166,6 +167,9 @@ struct basic_interceptor {
 
 /// The base every chain context derives from (`struct my_ctx : plinth::chain_context<my_ctx>`).
 ///
+/// A context may also define `void on_suspend()`: the chain calls it before every asynchronous
+/// stage (the HTTP context starts watching its socket for a disconnect then).
+///
 /// It links the context to the execution that runs it, so a stage can `enqueue` or `terminate`,
 /// and after the execution it carries the unhandled error, if any. Copies and moves keep the link.
 template <class Context>
@@ -245,6 +249,8 @@ struct execution {
     static asio::awaitable<std::exception_ptr> call_async(const basic_stage<Context, Extra...>& s, Context& ctx,
                                                           Extra... e)
     {
+        if constexpr (requires { ctx.on_suspend(); })
+            ctx.on_suspend();
         std::exception_ptr thrown;
         try {
             co_await s.async_(ctx, e...);
@@ -382,6 +388,11 @@ bool execution<Context>::terminated(const Context& ctx) const
 
 } // namespace detail
 
+// g++ 12 mistakes the coroutine frame's operator delete for a mismatch (a false positive).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 template <class Context>
 asio::awaitable<Context> basic_chain<Context>::execute(Context ctx) const
 {
@@ -389,6 +400,11 @@ asio::awaitable<Context> basic_chain<Context>::execute(Context ctx) const
     execution ex{*this, {}, 0, {}, {}, {}, false};
     for (const auto& i : interceptors_)
         ex.queue.push_back(&i);
+
+    // Cancellation (a client gone) must reach the stage in flight as operation_aborted and then
+    // the error stages, not abort the walk itself at our next co_await; restored on the way out.
+    const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
+    co_await asio::this_coro::throw_if_cancelled(false);
 
     auto& link = static_cast<chain_context<Context>&>(ctx);
     auto* const outer = link.execution_; // a stage may run a nested chain over its context
@@ -453,11 +469,15 @@ asio::awaitable<Context> basic_chain<Context>::execute(Context ctx) const
         }
     }
 
+    co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
     link.execution_ = outer;
     if (ex.error)
         link.unhandled_ = std::make_shared<const chain_error>(std::move(*ex.error));
     co_return std::move(ctx);
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 /// Appends a copy of `i` to the queue of the running execution.
 /// Throws `std::invalid_argument` for an invalid interceptor, `std::logic_error` outside an execution.

@@ -9,7 +9,9 @@
 // The HTTP meaning of the chain: request and response types, the context a request travels in,
 // typed HTTP errors, and the adapters that turn plain handlers into interceptors.
 
+#include <plinth/async_response.hpp>
 #include <plinth/chain.hpp>
+#include <plinth/detail/http_date.hpp>
 #include <plinth/detail/uri.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -19,12 +21,19 @@
 #include <boost/beast/http/verb.hpp>
 #include <boost/container/small_vector.hpp>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <exception>
+#include <limits>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <variant>
 
 namespace plinth {
 
@@ -93,6 +102,9 @@ inline response error_response(const std::exception_ptr& e)
     catch (const http_error& he) {
         return text(std::string(he.public_message()), he.status());
     }
+    catch (const service_unavailable&) {
+        return text("Service Unavailable", http::status::service_unavailable);
+    }
     catch (...) {
     }
     return text("Internal Server Error", http::status::internal_server_error);
@@ -131,12 +143,52 @@ private:
     boost::container::small_vector<std::pair<std::string_view, std::string>, 4> items_;
 };
 
+/// A handle to a suspended HTTP request (see basic_async_response).
+using async_response = basic_async_response<response>;
+
+/// Counters of suspended requests, kept by a server.
+struct suspension_stats {
+    std::atomic<std::uint64_t> suspended{0};    ///< suspended now
+    std::atomic<std::uint64_t> resumed{0};      ///< resumed (with a response or an error)
+    std::atomic<std::uint64_t> cancelled{0};    ///< cancelled: 503
+    std::atomic<std::uint64_t> timed_out{0};    ///< timed out and not resolved by a handler
+    std::atomic<std::uint64_t> disconnected{0}; ///< the client went away first
+    std::atomic<std::uint64_t> completed{0};    ///< on_complete fired
+};
+
+namespace detail {
+
+/// What a server tells the requests it runs about suspension.
+struct suspension_policy {
+    std::chrono::steady_clock::duration default_timeout{}; ///< zero: none
+    std::uint64_t max_suspended = std::numeric_limits<std::uint64_t>::max();
+    log_function log = log_to_stderr;
+    suspension_stats stats;
+};
+
+/// The connection behind an exchange, as the HTTP layer sees it.
+class exchange_owner {
+public:
+    /// The request is about to wait: keep a read pending so a disconnect is noticed.
+    virtual void watch_for_disconnect() = 0;
+
+protected:
+    ~exchange_owner() = default;
+};
+
+} // namespace detail
+
 /// What belongs to one request and stays put while its context moves from stage to stage:
 /// the connection owns it, the context points at it, so a throwing stage cannot lose it.
 struct exchange {
     plinth::request request;
     path_params params;
     asio::any_io_executor executor; ///< the connection's strand
+
+    /// The suspensions of this request, completed by the connection after the write.
+    boost::container::small_vector<std::shared_ptr<detail::suspension<response>>, 1> suspensions;
+    detail::exchange_owner* owner = nullptr;       ///< null outside a server
+    detail::suspension_policy* policy = nullptr;   ///< null outside a server
 };
 
 /// The context an HTTP request travels in through the chain.
@@ -168,6 +220,17 @@ public:
     /// The executor stages run on: the connection's strand.
     const asio::any_io_executor& executor() const noexcept { return exchange_->executor; }
 
+    /// The per-request data the context points at.
+    plinth::exchange& exchange() const noexcept { return *exchange_; }
+
+    /// Called by the chain before an asynchronous stage: from now on the connection watches for
+    /// the client going away.
+    void on_suspend() const
+    {
+        if (exchange_ && exchange_->owner)
+            exchange_->owner->watch_for_disconnect();
+    }
+
     /// The response; once set, the enter phase ends (the server's terminator).
     std::optional<plinth::response> response;
 
@@ -194,6 +257,71 @@ public:
     static bool has_response(const context& c) noexcept { return c.response.has_value(); }
 };
 
+/// The 503 a cancelled suspension answers with, `Retry-After` as the cancel call gave it.
+inline response cancelled_response(const detail::cancellation& c)
+{
+    response res = text("Service Unavailable", http::status::service_unavailable);
+    if (auto* s = std::get_if<std::chrono::seconds>(&c.retry_after))
+        res.set(http::field::retry_after, std::to_string(std::max<std::int64_t>(0, s->count())));
+    else if (auto* t = std::get_if<std::chrono::system_clock::time_point>(&c.retry_after))
+        res.set(http::field::retry_after, detail::format_http_date(*t));
+    return res;
+}
+
+/// Suspends the request inside a stage: `setup` receives the handle (store it, hand it to another
+/// thread, set a timeout); the stage then waits, holding no thread, until the handle is resumed
+/// (the response is set, or the error goes down the error path), cancelled (503), timed out, or
+/// the client leaves (`client_disconnected` down the error path; nothing is written).
+/// Beyond the server's `max_suspended`, throws `http_error` 503 at once.
+template <class Setup>
+    requires std::invocable<Setup&, async_response>
+asio::awaitable<void> suspend(context& ctx, Setup setup)
+{
+    auto& ex = ctx.exchange();
+    auto* policy = ex.policy;
+    if (policy && ++policy->stats.suspended > policy->max_suspended) {
+        --policy->stats.suspended;
+        throw http_error(http::status::service_unavailable, "Too many suspended requests");
+    }
+    auto handle = async_response::make(ex.executor, policy ? policy->log : log_function(log_to_stderr));
+    const auto& state = handle.state();
+    ex.suspensions.push_back(state);
+    if (policy && policy->default_timeout > policy->default_timeout.zero())
+        handle.set_timeout(policy->default_timeout);
+    try {
+        setup(handle);
+    }
+    catch (...) {
+        state->abandon(); // whoever got the handle now gets false
+        if (policy)
+            --policy->stats.suspended;
+        throw;
+    }
+    ctx.on_suspend();
+    auto outcome = co_await state->wait();
+
+    if (policy) {
+        --policy->stats.suspended;
+        auto& st = policy->stats;
+        if (std::holds_alternative<detail::cancellation>(outcome))
+            ++st.cancelled;
+        else if (std::holds_alternative<detail::disconnection>(outcome))
+            ++st.disconnected;
+        else if (state->timed_out())
+            ++st.timed_out;
+        else
+            ++st.resumed;
+    }
+    if (auto* r = std::get_if<response>(&outcome))
+        ctx.response = std::move(*r);
+    else if (auto* e = std::get_if<std::exception_ptr>(&outcome))
+        std::rethrow_exception(*e);
+    else if (auto* c = std::get_if<detail::cancellation>(&outcome))
+        ctx.response = cancelled_response(*c);
+    else
+        throw client_disconnected(asio::error::connection_reset, "the client went away while suspended");
+}
+
 namespace detail {
 
 template <class T> struct is_response_awaitable : std::false_type {};
@@ -206,20 +334,31 @@ concept handler_of = std::is_invocable_v<F&, Arg>
 
 } // namespace detail
 
+namespace detail {
+
+template <class F, class Arg>
+concept suspended_handler_of = std::is_invocable_v<F&, Arg, async_response>
+    && std::is_void_v<std::invoke_result_t<F&, Arg, async_response>>;
+
+} // namespace detail
+
 /// A handler: something that turns a request (or the whole context) into a response.
-/// Accepted shapes: `response(const request&)`, `asio::awaitable<response>(request)`, and the same
-/// taking `const context&` (to reach path parameters). A handler taking `request` by value gets a
-/// copy; one taking `const request&` may keep the reference until its coroutine completes.
+/// Accepted shapes: `response(const request&)`, `asio::awaitable<response>(request)`, the
+/// suspended style `void(const request&, async_response)` (answer later through the handle, from
+/// any thread), and the same taking `const context&` (to reach path parameters). A handler taking
+/// `request` by value gets a copy; one taking `const request&` may keep the reference until its
+/// coroutine completes or its handle is resolved.
 template <class F>
-concept handler = detail::handler_of<F, context&> || detail::handler_of<F, request&>;
+concept handler = detail::handler_of<F, context&> || detail::handler_of<F, request&>
+    || detail::suspended_handler_of<F, context&> || detail::suspended_handler_of<F, request&>;
 
 /// Adapts a handler into an interceptor whose `enter` stores the response in the context.
 template <handler F>
 interceptor make_handler(std::string name, F f)
 {
-    constexpr bool takes_context = detail::handler_of<F, context&>;
+    constexpr bool suspended = detail::suspended_handler_of<F, context&> || detail::suspended_handler_of<F, request&>;
+    constexpr bool takes_context = detail::handler_of<F, context&> || detail::suspended_handler_of<F, context&>;
     using arg = std::conditional_t<takes_context, context&, request&>;
-    using result = std::invoke_result_t<F&, arg>;
     auto input = [](context& c) -> arg {
         if constexpr (takes_context)
             return c;
@@ -227,7 +366,11 @@ interceptor make_handler(std::string name, F f)
             return c.request();
     };
     interceptor i{.name = std::move(name)};
-    if constexpr (std::is_same_v<result, response>)
+    if constexpr (suspended)
+        i.enter = [f = std::move(f), input](context& c) mutable -> asio::awaitable<void> {
+            co_await suspend(c, [&](async_response ar) { std::invoke(f, input(c), std::move(ar)); });
+        };
+    else if constexpr (std::is_same_v<std::invoke_result_t<F&, arg>, response>)
         i.enter = [f = std::move(f), input](context& c) mutable { c.response = std::invoke(f, input(c)); };
     else
         i.enter = [f = std::move(f), input](context& c) mutable -> asio::awaitable<void> {

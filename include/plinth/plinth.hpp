@@ -8,6 +8,7 @@
 
 // Everything plinth offers, in one include.
 
+#include <plinth/async_response.hpp>
 #include <plinth/chain.hpp>
 #include <plinth/http.hpp>
 #include <plinth/log.hpp>

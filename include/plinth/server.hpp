@@ -131,7 +131,10 @@ public:
     /// The counters, now.
     server_stats stats() const noexcept
     {
-        return {core_->open_connections.load(), core_->accepted.load(), core_->requests.load()};
+        const auto& s = core_->policy.stats;
+        return {core_->open_connections.load(), core_->accepted.load(), core_->requests.load(),
+                s.suspended.load(),             s.resumed.load(),          s.cancelled.load(),
+                s.timed_out.load(),             s.disconnected.load(),     s.completed.load()};
     }
 
     const server_options& options() const noexcept { return core_->options; }

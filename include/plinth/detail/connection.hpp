@@ -16,9 +16,13 @@
 #include <plinth/server_options.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -34,6 +38,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 namespace plinth::detail {
@@ -42,9 +47,15 @@ class connection;
 
 /// What a server shares with its connections; they keep it alive until the last one is gone.
 struct server_core {
-    explicit server_core(server_options o) : options(std::move(o)) {}
+    explicit server_core(server_options o) : options(std::move(o))
+    {
+        policy.default_timeout = options.suspend_timeout;
+        policy.max_suspended = options.max_suspended;
+        policy.log = options.log;
+    }
 
     server_options options;
+    suspension_policy policy;
     plinth::router router;
     plinth::chain chain;
 
@@ -90,7 +101,7 @@ inline bool client_went_away(const beast::error_code& ec)
         || ec == asio::error::operation_aborted || ec == beast::error::timeout;
 }
 
-class connection : public std::enable_shared_from_this<connection> {
+class connection : public std::enable_shared_from_this<connection>, private exchange_owner {
 public:
     connection(std::shared_ptr<server_core> core, asio::ip::tcp::socket socket)
         : core_(std::move(core)), stream_(std::move(socket))
@@ -122,20 +133,24 @@ public:
             registered_ = true;
         }
         auto core = core_;
-        asio::co_spawn(stream_.get_executor(), run(shared_from_this()), [core](std::exception_ptr e) {
-            if (e)
-                core->log(log_level::error, "connection ended by an exception: " + describe(e));
-        });
+        // The slot lets a disconnect cancel whatever the request is waiting on.
+        asio::co_spawn(stream_.get_executor(), run(shared_from_this()),
+                       asio::bind_cancellation_slot(cancel_request_.slot(), [core](std::exception_ptr e) {
+                           if (e)
+                               core->log(log_level::error, "connection ended by an exception: " + describe(e));
+                       }));
     }
 
-    /// Asks the connection to finish: an idle one closes now, a busy one after its response.
-    /// Thread-safe.
+    /// Asks the connection to finish: an idle one closes now, a busy one after its response,
+    /// a suspended request is cancelled (503). Thread-safe.
     void request_stop()
     {
         asio::post(stream_.get_executor(), [self = shared_from_this()] {
             self->stopping_ = true;
             if (self->idle_)
                 self->stream_.cancel();
+            for (const auto& s : self->exchange_.suspensions)
+                s->resolve(cancellation{}, true);
         });
     }
 
@@ -144,8 +159,14 @@ private:
 
     asio::awaitable<void> serve()
     {
+        // Every operation here reports errors through as_tuple; a cancellation (disconnect) must
+        // not turn into an exception at the next co_await.
+        co_await asio::this_coro::throw_if_cancelled(false);
         exchange_.executor = stream_.get_executor();
+        exchange_.owner = this;
+        exchange_.policy = &core_->policy;
         for (;;) {
+            co_await join_watch();
             http::request_parser<http::string_body> parser;
             parser.header_limit(core_->options.max_header_bytes);
             parser.body_limit(core_->options.max_body_bytes);
@@ -174,7 +195,13 @@ private:
             const bool head = exchange_.request.method() == http::verb::head;
             bool keep_alive = exchange_.request.keep_alive();
 
-            response res = co_await respond();
+            std::exception_ptr unhandled;
+            response res = co_await respond(unhandled);
+            stop_watching();
+            if (disconnected_) { // nothing is written to a client that left
+                finish_suspensions(true, std::make_exception_ptr(client_disconnected(disconnect_error_)));
+                co_return close();
+            }
             if (http::token_list{res[http::field::connection]}.exists("close"))
                 keep_alive = false;
             keep_alive = keep_alive && !stopping_;
@@ -192,15 +219,99 @@ private:
             if (ec) {
                 if (!client_went_away(ec))
                     core_->log(log_level::warning, "write failed: " + ec.message());
+                finish_suspensions(true, std::make_exception_ptr(client_disconnected(ec)));
                 co_return close();
             }
+            finish_suspensions(false, unhandled);
             if (!keep_alive)
                 co_return close();
         }
     }
 
-    // Runs the request through the chain and turns the outcome into a response.
-    asio::awaitable<response> respond()
+    // Fires the completion callbacks of the request's suspensions, after the write.
+    void finish_suspensions(bool disconnected, const std::exception_ptr& error)
+    {
+        for (const auto& s : exchange_.suspensions) {
+            if (disconnected)
+                s->disconnected(error);
+            else
+                s->complete(error);
+            ++core_->policy.stats.completed;
+        }
+        exchange_.suspensions.clear();
+    }
+
+    // -- disconnect detection while a request waits --
+    //
+    // While the chain waits (an awaitable stage, a suspension), a read stays pending so that EOF
+    // or a reset is noticed at once: the request's pending operation is then cancelled through
+    // the coroutine's cancellation slot. Bytes that arrive meanwhile are a pipelined request, not
+    // a disconnect: they stay in the buffer (up to max_read_ahead_bytes) for the next parse.
+
+    void watch_for_disconnect() override
+    {
+        if (watching_ || disconnected_)
+            return;
+        watching_ = true;
+        if (!watch_pending_)
+            read_ahead();
+    }
+
+    void read_ahead()
+    {
+        const std::size_t limit = core_->options.max_read_ahead_bytes;
+        if (buffer_.size() >= limit) {
+            watching_ = false; // bounded: stop reading until the response is written
+            return;
+        }
+        watch_pending_ = true;
+        stream_.socket().async_read_some(
+            buffer_.prepare(std::min<std::size_t>(limit - buffer_.size(), 4096)),
+            [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->on_read_ahead(ec, n); });
+    }
+
+    void on_read_ahead(beast::error_code ec, std::size_t n)
+    {
+        watch_pending_ = false;
+        buffer_.commit(n);
+        if (join_)
+            join_->cancel(); // serve() may be waiting for this read to finish
+        if (!watching_)
+            return; // stopped: the request already has its response
+        if (ec) {
+            watching_ = false;
+            if (ec == asio::error::operation_aborted)
+                return;
+            disconnected_ = true;
+            disconnect_error_ = ec;
+            cancel_request_.emit(asio::cancellation_type::terminal);
+            return;
+        }
+        read_ahead();
+    }
+
+    void stop_watching()
+    {
+        watching_ = false;
+        if (watch_pending_) {
+            beast::error_code ignored;
+            stream_.socket().cancel(ignored);
+        }
+    }
+
+    // The next parse needs the buffer: wait until a cancelled read-ahead has delivered its bytes.
+    asio::awaitable<void> join_watch()
+    {
+        while (watch_pending_) {
+            if (!join_)
+                join_.emplace(stream_.get_executor(), asio::steady_timer::time_point::max());
+            co_await join_->async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+    }
+
+    // Runs the request through the chain and turns the outcome into a response; `unhandled` gets
+    // the error no stage handled, for on_complete.
+    asio::awaitable<response> respond(std::exception_ptr& unhandled)
     {
         context ctx{exchange_};
         try {
@@ -211,7 +322,9 @@ private:
             co_return error_response(nullptr);
         }
         if (const chain_error* err = ctx.error()) {
-            report(*err);
+            unhandled = err->exception;
+            if (!disconnected_)
+                report(*err);
             co_return error_response(err->exception);
         }
         if (ctx.response)
@@ -282,8 +395,14 @@ private:
     beast::tcp_stream stream_;
     beast::flat_buffer buffer_;
     exchange exchange_;
-    bool idle_ = false;     // waiting for the first byte of a request
-    bool stopping_ = false; // the server is stopping: finish the current request, then close
+    asio::cancellation_signal cancel_request_;  // emitted when the client leaves mid-request
+    std::optional<asio::steady_timer> join_;    // wakes serve() when a read-ahead finishes
+    beast::error_code disconnect_error_;
+    bool idle_ = false;          // waiting for the first byte of a request
+    bool stopping_ = false;      // the server is stopping: finish the current request, then close
+    bool watching_ = false;      // a request is waiting: read ahead to notice a disconnect
+    bool watch_pending_ = false; // a read-ahead is in flight
+    bool disconnected_ = false;  // the client left while a request was waiting
     bool registered_ = false;
     std::list<std::weak_ptr<connection>>::iterator self_in_live_;
 };

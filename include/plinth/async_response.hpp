@@ -1,0 +1,400 @@
+//
+// Copyright (c) 2026 The plinth authors
+// Distributed under the Boost Software License, Version 1.0.
+// (See accompanying file LICENSE or copy at http://www.boost.org/LICENSE_1_0.txt)
+//
+#ifndef PLINTH_ASYNC_RESPONSE_HPP
+#define PLINTH_ASYNC_RESPONSE_HPP
+
+// JAX-RS's AsyncResponse over Asio: a handle to a suspended request that any thread may resume,
+// cancel or time out, with exactly one winner. This layer knows Asio, not HTTP: the result type
+// is a parameter and a cancellation is reported as such; http.hpp turns it into a 503.
+
+#include <plinth/log.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace plinth {
+
+namespace asio = boost::asio;
+
+/// What a suspension's timeout sends down the error path when its handler neither resumed,
+/// cancelled nor re-armed it (or there is no handler). Unmapped, HTTP answers it with 503.
+class service_unavailable : public std::runtime_error {
+public:
+    service_unavailable() : std::runtime_error("the suspended request timed out") {}
+};
+
+/// What `on_complete` receives when the client went away: the socket's error.
+class client_disconnected : public boost::system::system_error {
+public:
+    using boost::system::system_error::system_error;
+};
+
+template <class Result> class basic_async_response;
+
+namespace detail {
+
+/// How a suspension ended, as its waiter sees it.
+struct cancellation {
+    std::variant<std::monostate, std::chrono::seconds, std::chrono::system_clock::time_point> retry_after;
+};
+struct disconnection {};
+
+/// The shared state behind every copy of a handle. All state changes happen under `mutex_`;
+/// callbacks and timers run on `executor_` (the connection's strand), never under the lock.
+template <class Result>
+class suspension : public std::enable_shared_from_this<suspension<Result>> {
+public:
+    using handle = basic_async_response<Result>;
+    using outcome = std::variant<std::monostate, Result, std::exception_ptr, cancellation, disconnection>;
+
+    suspension(asio::any_io_executor executor, log_function log)
+        : executor_(std::move(executor)), log_(std::move(log)), wake_(executor_), timer_(executor_)
+    {
+        wake_->expires_at(asio::steady_timer::time_point::max());
+    }
+
+    // -- the handle's operations (any thread) --
+
+    bool resolve(outcome o, bool cancel_call = false)
+    {
+        std::unique_lock lock(mutex_);
+        if (done_)
+            return cancel_call && cancelled_; // a second cancel succeeds and changes nothing
+        done_ = true;
+        cancelled_ = cancel_call;
+        outcome_ = std::move(o);
+        ++generation_; // disarms the timeout
+        lock.unlock();
+        wake_up();
+        return true;
+    }
+
+    bool set_timeout(std::chrono::steady_clock::duration d)
+    {
+        std::unique_lock lock(mutex_);
+        if (done_)
+            return false;
+        const auto generation = ++generation_;
+        lock.unlock();
+        if (d <= d.zero()) { // never: the generation bump already disarmed any timer
+            asio::dispatch(executor_, [self = this->shared_from_this()] {
+                if (self->timer_)
+                    self->timer_->cancel();
+            });
+            return true;
+        }
+        const auto deadline = std::chrono::steady_clock::now() + d; // counts from the call
+        asio::dispatch(executor_, [self = this->shared_from_this(), deadline, generation] {
+            if (!self->timer_)
+                return; // completed meanwhile
+            self->timer_->expires_at(deadline);
+            self->timer_->async_wait([self, generation](boost::system::error_code ec) {
+                if (!ec)
+                    self->expired(generation);
+            });
+        });
+        return true;
+    }
+
+    void on_timeout(std::function<void(handle)> h)
+    {
+        std::lock_guard lock(mutex_);
+        on_timeout_ = std::move(h);
+    }
+
+    bool on_disconnect(std::function<void()> cb)
+    {
+        std::lock_guard lock(mutex_);
+        if (completed_)
+            return false;
+        on_disconnect_.push_back(std::move(cb));
+        return true;
+    }
+
+    bool on_complete(std::function<void(std::exception_ptr)> cb)
+    {
+        std::lock_guard lock(mutex_);
+        if (completed_)
+            return false;
+        on_complete_.push_back(std::move(cb));
+        return true;
+    }
+
+    bool is_done() const
+    {
+        std::lock_guard lock(mutex_);
+        return done_;
+    }
+
+    bool is_cancelled() const
+    {
+        std::lock_guard lock(mutex_);
+        return cancelled_;
+    }
+
+    bool timed_out() const
+    {
+        std::lock_guard lock(mutex_);
+        return timed_out_;
+    }
+
+    // -- the connection's side (on the strand) --
+
+    /// Waits until the suspension is resolved and takes its outcome. A wait cancelled through
+    /// per-operation cancellation (the client went away) resolves it as a disconnection.
+    asio::awaitable<outcome> wait()
+    {
+        if (!is_done())
+            co_await wake_->async_wait(asio::as_tuple(asio::use_awaitable));
+        resolve(disconnection{}); // no effect when something else won
+        std::lock_guard lock(mutex_);
+        co_return std::exchange(outcome_, std::monostate{});
+    }
+
+    /// The response was written (or writing failed with `error`): fire on_complete once, in
+    /// registration order, and release everything the handle held.
+    void complete(std::exception_ptr error) { finish(false, std::move(error)); }
+
+    /// The client went away while suspended or while the response was written.
+    void disconnected(std::exception_ptr error) { finish(true, std::move(error)); }
+
+    /// Marks the suspension done without an outcome (the handler that received it threw).
+    void abandon() { resolve(disconnection{}); }
+
+private:
+    void wake_up()
+    {
+        asio::dispatch(executor_, [self = this->shared_from_this()] {
+            if (self->wake_)
+                self->wake_->cancel();
+            if (self->timer_)
+                self->timer_->cancel();
+        });
+    }
+
+    // The timer of `generation` fired (on the strand).
+    void expired(std::uint64_t generation)
+    {
+        std::function<void(handle)> h;
+        {
+            std::lock_guard lock(mutex_);
+            if (done_ || generation != generation_)
+                return;
+            h = on_timeout_;
+        }
+        if (h) {
+            try {
+                h(handle{this->shared_from_this()});
+            }
+            catch (...) { // a throwing timeout handler: its exception goes down the error path
+                resolve_timeout(generation, std::current_exception());
+                return;
+            }
+        }
+        resolve_timeout(generation, std::make_exception_ptr(service_unavailable{}));
+    }
+
+    // The default outcome of a timeout, unless the handler resolved or re-armed.
+    void resolve_timeout(std::uint64_t generation, std::exception_ptr e)
+    {
+        {
+            std::lock_guard lock(mutex_);
+            if (done_ || generation != generation_)
+                return;
+            timed_out_ = true;
+        }
+        resolve(std::move(e));
+    }
+
+    void finish(bool disconnected, std::exception_ptr error)
+    {
+        std::vector<std::function<void()>> on_disconnect;
+        std::vector<std::function<void(std::exception_ptr)>> on_complete;
+        {
+            std::lock_guard lock(mutex_);
+            if (completed_)
+                return;
+            completed_ = true;
+            done_ = true;
+            ++generation_;
+            outcome_ = std::monostate{};
+            on_timeout_ = nullptr;
+            on_disconnect.swap(on_disconnect_);
+            on_complete.swap(on_complete_);
+        }
+        // Release the timers now rather than at some deadline (Jersey #2861).
+        wake_.reset();
+        timer_.reset();
+        if (disconnected)
+            for (auto& cb : on_disconnect)
+                guarded("on_disconnect", [&] { cb(); });
+        for (auto& cb : on_complete)
+            guarded("on_complete", [&] { cb(error); });
+    }
+
+    template <class F>
+    void guarded(const char* what, F&& f) const noexcept
+    {
+        try {
+            f();
+        }
+        catch (const std::exception& e) {
+            log(std::string("an ") + what + " callback threw: " + e.what());
+        }
+        catch (...) {
+            log(std::string("an ") + what + " callback threw a non-standard exception");
+        }
+    }
+
+    void log(const std::string& line) const noexcept
+    {
+        if (!log_)
+            return;
+        try {
+            log_(log_level::error, line);
+        }
+        catch (...) {
+        }
+    }
+
+    mutable std::mutex mutex_;
+    bool done_ = false;
+    bool cancelled_ = false;
+    bool timed_out_ = false;
+    bool completed_ = false;
+    std::uint64_t generation_ = 0;
+    outcome outcome_;
+    std::function<void(handle)> on_timeout_;
+    std::vector<std::function<void()>> on_disconnect_;
+    std::vector<std::function<void(std::exception_ptr)>> on_complete_;
+
+    const asio::any_io_executor executor_;
+    const log_function log_;
+    // Touched on the strand only; reset at completion.
+    std::optional<asio::steady_timer> wake_;
+    std::optional<asio::steady_timer> timer_;
+};
+
+} // namespace detail
+
+/// A handle to a suspended request: cheap to copy, safe from any thread, and safe to keep after
+/// the request ended (its calls then answer false).
+///
+/// Exactly one of resume, cancel, timeout and disconnect wins, whatever the threads: the call
+/// that wins returns true, the others false (except a repeated cancel, which returns true and
+/// changes nothing). Callbacks run on the connection's strand, never under a lock.
+template <class Result>
+class basic_async_response {
+public:
+    using result_type = Result;
+
+    /// True while neither resumed, cancelled, timed out nor disconnected.
+    bool is_suspended() const { return !state_->is_done(); }
+    /// True once cancel() won.
+    bool is_cancelled() const { return state_->is_cancelled(); }
+    /// True once anything won.
+    bool is_done() const { return state_->is_done(); }
+
+    /// Answers with `r`.
+    bool resume(Result r) { return state_->resolve(std::move(r)); }
+
+    /// Sends `e` down the error path, as if a stage had thrown it. Throws
+    /// `std::invalid_argument` for a null pointer, changing nothing.
+    bool resume(std::exception_ptr e)
+    {
+        if (!e)
+            throw std::invalid_argument("plinth::async_response::resume: null exception_ptr");
+        return state_->resolve(std::move(e));
+    }
+
+    /// `resume(std::make_exception_ptr(e))`.
+    template <class E>
+        requires std::derived_from<std::remove_cvref_t<E>, std::exception>
+    bool resume_error(E&& e)
+    {
+        return resume(std::make_exception_ptr(std::forward<E>(e)));
+    }
+
+    /// Cancels: 503 without Retry-After. Passes through leave stages, not error stages.
+    bool cancel() { return state_->resolve(detail::cancellation{}, true); }
+
+    /// Cancels: 503 with `Retry-After: <whole seconds>`.
+    bool cancel(std::chrono::seconds retry_after) { return state_->resolve(detail::cancellation{retry_after}, true); }
+
+    /// Cancels: 503 with `Retry-After: <HTTP-date>`.
+    bool cancel(std::chrono::system_clock::time_point retry_at)
+    {
+        return state_->resolve(detail::cancellation{retry_at}, true);
+    }
+
+    /// (Re)arms the timeout `d` from now, replacing any earlier one; `d <= 0` means never.
+    /// False once done.
+    template <class Rep, class Period>
+    bool set_timeout(std::chrono::duration<Rep, Period> d)
+    {
+        return state_->set_timeout(std::chrono::duration_cast<std::chrono::steady_clock::duration>(d));
+    }
+
+    /// What runs when the timeout expires: it may resume, cancel, re-arm, or do nothing (then the
+    /// default applies: `service_unavailable` down the error path, 503 unless an error stage maps
+    /// it). A handler that throws sends its exception down the error path. Replaces any earlier one.
+    void on_timeout(std::function<void(basic_async_response)> handler) { state_->on_timeout(std::move(handler)); }
+
+    /// Runs when the client goes away while the request is suspended or its response is being
+    /// written, before on_complete. False (not registered) once completed.
+    bool on_disconnect(std::function<void()> cb) { return state_->on_disconnect(std::move(cb)); }
+
+    /// Runs once the response was written or could not be: with nothing on success, else the
+    /// unhandled error or the write error. Several run in registration order; one that throws is
+    /// logged and the others still run. False (not registered) once completed.
+    bool on_complete(std::function<void(std::exception_ptr)> cb) { return state_->on_complete(std::move(cb)); }
+
+    /// Same suspension.
+    friend bool operator==(const basic_async_response& a, const basic_async_response& b) noexcept
+    {
+        return a.state_ == b.state_;
+    }
+
+    /// A fresh suspended handle whose callbacks and timers run on `executor`. Servers call this;
+    /// unit tests may too.
+    static basic_async_response make(asio::any_io_executor executor, log_function log = log_to_stderr)
+    {
+        return basic_async_response{
+            std::make_shared<detail::suspension<Result>>(std::move(executor), std::move(log))};
+    }
+
+    /// The shared state, for the layer that waits on it.
+    const std::shared_ptr<detail::suspension<Result>>& state() const noexcept { return state_; }
+
+private:
+    friend class detail::suspension<Result>;
+
+    explicit basic_async_response(std::shared_ptr<detail::suspension<Result>> s) : state_(std::move(s)) {}
+
+    std::shared_ptr<detail::suspension<Result>> state_;
+};
+
+} // namespace plinth
+
+#endif
