@@ -1,4 +1,5 @@
-// plinth-example: the bundled example server. Every route shows one way to write a handler.
+// plinth-example: the bundled example server. Every route shows one way to write a handler:
+// synchronous, awaitable, or suspended (resumed later from another thread).
 //
 //   plinth-example [--address 127.0.0.1] [--port 8080] [--threads N]
 //
@@ -9,13 +10,17 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -82,6 +87,84 @@ std::string json_string(std::string_view s)
     return out + '"';
 }
 
+unsigned query_number(const plinth::context& ctx, std::string_view name, unsigned fallback)
+{
+    auto v = ctx.query(name);
+    if (!v)
+        return fallback;
+    try {
+        return parse_number<unsigned>(*v, name);
+    }
+    catch (const std::invalid_argument&) {
+        throw plinth::http_error(http::status::bad_request, std::string(name) + " must be a whole number");
+    }
+}
+
+// A thread of its own that resumes suspended requests later, as another service would.
+class background_resumer {
+public:
+    background_resumer() : thread_([this] { ioc_.run(); }) {}
+    ~background_resumer()
+    {
+        work_.reset();
+        ioc_.stop(); // pending resumes are dropped: their requests were cancelled by the server's stop
+    }
+
+    void resume_after(plinth::async_response ar, std::chrono::milliseconds delay)
+    {
+        auto timer = std::make_shared<asio::steady_timer>(ioc_, delay);
+        timer->async_wait([timer, ar, delay](boost::system::error_code ec) mutable {
+            if (!ec) // on this background thread, not the connection's
+                ar.resume(plinth::text("resumed after " + std::to_string(delay.count()) + " ms"));
+        });
+    }
+
+private:
+    asio::io_context ioc_{1};
+    asio::executor_work_guard<asio::io_context::executor_type> work_{ioc_.get_executor()};
+    std::jthread thread_;
+};
+
+// GET /suspend?resume_ms=N&timeout_ms=T&on_timeout=default|resume|cancel|extend
+// The JAX-RS style: suspend, let another thread resume; optionally a timeout and its handler.
+auto suspend_route(background_resumer& resumer)
+{
+    return [&resumer](const plinth::context& ctx, plinth::async_response ar) {
+        auto resume_ms = ctx.query("resume_ms");
+        auto timeout_ms = query_number(ctx, "timeout_ms", 0);
+        auto on_timeout = ctx.query("on_timeout").value_or("default");
+        if (timeout_ms > 0) {
+            std::chrono::milliseconds timeout{timeout_ms};
+            if (on_timeout == "resume")
+                ar.on_timeout([](plinth::async_response a) { a.resume(plinth::text("resumed by the timeout handler")); });
+            else if (on_timeout == "cancel")
+                ar.on_timeout([](plinth::async_response a) { a.cancel(); });
+            else if (on_timeout == "extend")
+                ar.on_timeout([timeout](plinth::async_response a) { a.set_timeout(timeout); });
+            else if (on_timeout != "default")
+                throw plinth::http_error(http::status::bad_request, "on_timeout must be default, resume, cancel or extend");
+            ar.set_timeout(timeout);
+        }
+        if (resume_ms)
+            resumer.resume_after(ar, std::chrono::milliseconds(query_number(ctx, "resume_ms", 0)));
+    };
+}
+
+// GET /offload?ms=N: blocking work (here, sleeping N ms) belongs on a pool of its own; the pool
+// resumes the request when done. The connection's threads never block.
+auto offload_route(asio::thread_pool& workers)
+{
+    return [&workers](const plinth::context& ctx, plinth::async_response ar) {
+        std::chrono::milliseconds ms{query_number(ctx, "ms", 0)};
+        if (ms > std::chrono::minutes(1))
+            throw plinth::http_error(http::status::bad_request, "ms must be at most 60000");
+        asio::post(workers, [ar, ms]() mutable {
+            std::this_thread::sleep_for(ms); // the blocking call this route stands for
+            ar.resume(plinth::text("worked " + std::to_string(ms.count()) + " ms on the pool"));
+        });
+    };
+}
+
 // GET /delay?ms=N: waits on a timer, holding no thread.
 asio::awaitable<plinth::response> delay(const plinth::context& ctx)
 {
@@ -91,6 +174,26 @@ asio::awaitable<plinth::response> delay(const plinth::context& ctx)
     asio::steady_timer timer{co_await asio::this_coro::executor, std::chrono::milliseconds(ms)};
     co_await timer.async_wait(asio::use_awaitable);
     co_return plinth::text("waited " + std::to_string(ms) + " ms");
+}
+
+std::string stats_json(const plinth::server_stats& s)
+{
+    std::string out = "{";
+    auto field = [&](const char* name, std::uint64_t v) {
+        if (out.size() > 1)
+            out += ',';
+        out += '"' + std::string(name) + "\":" + std::to_string(v);
+    };
+    field("connections", s.connections);
+    field("accepted", s.accepted);
+    field("requests", s.requests);
+    field("suspended", s.suspended);
+    field("resumed", s.resumed);
+    field("cancelled", s.cancelled);
+    field("timed_out", s.timed_out);
+    field("disconnected", s.disconnected);
+    field("completed", s.completed);
+    return out + "}";
 }
 
 } // namespace
@@ -107,6 +210,8 @@ int main(int argc, char** argv)
     }
 
     asio::io_context ioc{f.threads == 1 ? 1 : static_cast<int>(f.threads)};
+    asio::thread_pool workers{4};  // for /offload
+    background_resumer resumer;    // for /suspend?resume_ms=N
     plinth::server srv{ioc, {.address = f.address, .port = f.port}};
     srv.routes({
         {http::verb::get, "/hello", [](const plinth::request&) { return plinth::text("Hello, World!"); }},
@@ -120,11 +225,12 @@ int main(int argc, char** argv)
                                               ? "application/octet-stream"
                                               : std::string_view(req[http::field::content_type]));
          }},
-        {http::verb::get, "/stats",
-         [&srv](const plinth::request&) {
-             auto s = srv.stats();
-             return plinth::json("{\"connections\":" + std::to_string(s.connections) + ",\"accepted\":"
-                                 + std::to_string(s.accepted) + ",\"requests\":" + std::to_string(s.requests) + "}");
+        {http::verb::get, "/stats", [&srv](const plinth::request&) { return plinth::json(stats_json(srv.stats())); }},
+        {http::verb::get, "/suspend", suspend_route(resumer)},
+        {http::verb::get, "/offload", offload_route(workers)},
+        {http::verb::get, "/cancel",
+         [](const plinth::context& ctx, plinth::async_response ar) {
+             ar.cancel(std::chrono::seconds(query_number(ctx, "retry_after", 0)));
          }},
     });
 

@@ -342,6 +342,9 @@ private:
             if (static_cast<unsigned>(e.status()) < 500)
                 level = log_level::debug; // the client's fault, and the client was told
         }
+        catch (const service_unavailable&) {
+            level = log_level::info; // a suspension timed out: expected, and answered 503
+        }
         catch (...) {
         }
         const auto& req = exchange_.request;
