@@ -135,11 +135,31 @@ public:
         return ec == asio::error::eof || ec == asio::error::connection_reset;
     }
 
+    /// Closes the connection from this side.
+    void close()
+    {
+        beast::error_code ignored;
+        socket_.close(ignored);
+    }
+
+    int native_handle() { return socket_.native_handle(); }
+
 private:
     asio::io_context ioc_;
     tcp::socket socket_;
     beast::flat_buffer buffer_;
 };
+
+/// Waits (up to 10 s) until `done()` holds; the test fails otherwise.
+template <class F>
+void wait_until(F done)
+{
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!done()) {
+        REQUIRE(std::chrono::steady_clock::now() < deadline);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+}
 
 /// True when a TCP connection to the port is accepted.
 inline bool can_connect(std::uint16_t port)
