@@ -85,8 +85,14 @@ public:
         cancelled_ = cancel_call;
         outcome_ = std::move(o);
         ++generation_; // disarms the timeout
+        auto executor = executor_;
         lock.unlock();
-        wake_up();
+        asio::dispatch(executor, [self = this->shared_from_this()] {
+            if (self->wake_)
+                self->wake_->cancel();
+            if (self->timer_)
+                self->timer_->cancel();
+        });
         return true;
     }
 
@@ -96,16 +102,17 @@ public:
         if (done_)
             return false;
         const auto generation = ++generation_;
+        auto executor = executor_;
         lock.unlock();
         if (d <= d.zero()) { // never: the generation bump already disarmed any timer
-            asio::dispatch(executor_, [self = this->shared_from_this()] {
+            asio::dispatch(executor, [self = this->shared_from_this()] {
                 if (self->timer_)
                     self->timer_->cancel();
             });
             return true;
         }
         const auto deadline = std::chrono::steady_clock::now() + d; // counts from the call
-        asio::dispatch(executor_, [self = this->shared_from_this(), deadline, generation] {
+        asio::dispatch(executor, [self = this->shared_from_this(), deadline, generation] {
             if (!self->timer_)
                 return; // completed meanwhile
             self->timer_->expires_at(deadline);
@@ -182,17 +189,27 @@ public:
     /// Marks the suspension done without an outcome (the handler that received it threw).
     void abandon() { resolve(disconnection{}); }
 
-private:
-    void wake_up()
+    /// The connection is being destroyed without having completed this suspension (its
+    /// io_context is going away): done, no callbacks, and nothing left that refers to the
+    /// io_context, so a handle kept by the application stays safe.
+    void release() noexcept
     {
-        asio::dispatch(executor_, [self = this->shared_from_this()] {
-            if (self->wake_)
-                self->wake_->cancel();
-            if (self->timer_)
-                self->timer_->cancel();
-        });
+        asio::any_io_executor executor;
+        {
+            std::lock_guard lock(mutex_);
+            done_ = completed_ = true;
+            ++generation_;
+            outcome_ = std::monostate{};
+            on_timeout_ = nullptr;
+            on_disconnect_.clear();
+            on_complete_.clear();
+            executor.swap(executor_);
+        }
+        wake_.reset();
+        timer_.reset();
     }
 
+private:
     // The timer of `generation` fired (on the strand).
     void expired(std::uint64_t generation)
     {
@@ -231,6 +248,7 @@ private:
     {
         std::vector<std::function<void()>> on_disconnect;
         std::vector<std::function<void(std::exception_ptr)>> on_complete;
+        asio::any_io_executor executor;
         {
             std::lock_guard lock(mutex_);
             if (completed_)
@@ -242,6 +260,8 @@ private:
             on_timeout_ = nullptr;
             on_disconnect.swap(on_disconnect_);
             on_complete.swap(on_complete_);
+            // A handle may outlive the io_context: keep nothing that refers to it.
+            executor.swap(executor_);
         }
         // Release the timers now rather than at some deadline (Jersey #2861).
         wake_.reset();
@@ -289,7 +309,7 @@ private:
     std::vector<std::function<void()>> on_disconnect_;
     std::vector<std::function<void(std::exception_ptr)>> on_complete_;
 
-    const asio::any_io_executor executor_;
+    asio::any_io_executor executor_; // guarded by mutex_; emptied at completion
     const log_function log_;
     // Touched on the strand only; reset at completion.
     std::optional<asio::steady_timer> wake_;

@@ -114,6 +114,8 @@ public:
 
     ~connection()
     {
+        for (const auto& s : exchange_.suspensions) // only when the io_context is torn down mid-request
+            s->release();
         {
             std::lock_guard lock(core_->mutex);
             if (registered_)
