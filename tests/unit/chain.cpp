@@ -1390,3 +1390,145 @@ TEST_CASE("chain: terminators are checked after interceptors without an enter st
     auto ctx = run_ok(ch);
     CHECK(ctx.log == strings{"leave a"});
 }
+
+// ---------------------------------------------------------------------------------------------
+// 17. Cancelling the chain mid-await
+// ---------------------------------------------------------------------------------------------
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/system/system_error.hpp>
+
+namespace {
+
+// True when `e` is a boost::system::system_error carrying asio::error::operation_aborted.
+bool is_operation_aborted(const std::exception_ptr& e)
+{
+    try {
+        if (e)
+            std::rethrow_exception(e);
+    }
+    catch (const boost::system::system_error& x) {
+        return x.code() == asio::error::operation_aborted;
+    }
+    catch (...) {
+    }
+    return false;
+}
+
+// An async enter stage that waits 10 s on a timer, logging how the wait ended.
+asio::awaitable<void> wait_ten_seconds(test_ctx& c)
+{
+    c.log.push_back("enter waiter");
+    asio::steady_timer timer(co_await asio::this_coro::executor, 10s);
+    try {
+        co_await timer.async_wait(asio::use_awaitable);
+    }
+    catch (const boost::system::system_error& e) {
+        c.log.push_back(e.code() == asio::error::operation_aborted ? "timer: operation_aborted"
+                                                                   : "timer: " + e.code().message());
+        throw;
+    }
+    c.log.push_back("timer expired");
+}
+
+// An error stage that logs whether it sees operation_aborted from the waiter's enter, then
+// handles the error or passes it on.
+error_fn abort_observer(std::string name, bool handles)
+{
+    return [name, handles](test_ctx& c, std::exception_ptr e) {
+        const plinth::chain_error* err = c.error();
+        c.log.push_back("error " + name + ": " + (is_operation_aborted(e) ? "operation_aborted" : describe(e))
+                        + (err ? " from " + where(*err) : std::string(" (no record)")));
+        c.seen.push_back(e);
+        if (!handles)
+            std::rethrow_exception(e);
+        c.response = "aborted, handled by " + name;
+    };
+}
+
+} // namespace
+
+TEST_CASE("chain: cancelling the chain mid-await ends the awaited timer with operation_aborted, the error stages "
+          "see it and the outer leave stages are not called",
+          "[chain]")
+{
+    const bool outer_handles = GENERATE(false, true);
+    CAPTURE(outer_handles);
+
+    chain ch{
+        {.name = "outer", .enter = logs(kind::sync_ref, "enter outer"), .leave = logs(kind::sync_ref, "leave outer"),
+         .error = abort_observer("outer", outer_handles)},
+        // An async error stage still runs normally after the cancellation.
+        {.name = "middle", .enter = logs(kind::sync_value, "enter middle"),
+         .leave = logs(kind::async_ref, "leave middle"), .error = on_error(kind::async_ref, "middle", pass_on, 1ms)},
+        {.name = "waiter", .enter = [](test_ctx& c) { return wait_ten_seconds(c); },
+         .leave = logs(kind::sync_ref, "leave waiter")},
+        passthrough("after", kind::sync_ref),
+    };
+
+    asio::io_context ioc;
+    auto strand = asio::make_strand(ioc);
+    asio::cancellation_signal signal;
+    outcome out;
+    asio::co_spawn(strand, ch.execute(test_ctx{}),
+                   asio::bind_cancellation_slot(signal.slot(), [&out](std::exception_ptr e, test_ctx c) {
+                       out.done = true;
+                       out.exception = std::move(e);
+                       out.ctx = std::move(c);
+                   }));
+    // The client goes away 50 ms in: the connection emits a terminal cancellation, on the strand.
+    bool emitted = false;
+    asio::steady_timer disconnect(strand, 50ms);
+    disconnect.async_wait([&](boost::system::error_code ec) {
+        if (ec)
+            return;
+        emitted = true;
+        signal.emit(asio::cancellation_type::terminal);
+    });
+
+    const auto t0 = std::chrono::steady_clock::now();
+    ioc.run();
+    const auto elapsed = std::chrono::steady_clock::now() - t0;
+
+    REQUIRE(emitted);
+    REQUIRE(out.done);
+    REQUIRE_FALSE(out.exception);
+    CHECK(elapsed < 5s); // well before the 10 s timer
+    const test_ctx& r = out.ctx;
+    CHECK_FALSE(r.executing());
+
+    // The stage saw its timer aborted; the error stages, innermost first, saw operation_aborted
+    // as a boost::system::system_error from waiter/enter; no leave stage ran; "after" never entered.
+    REQUIRE(r.log.size() == 6);
+    CHECK(r.log[0] == "enter outer");
+    CHECK(r.log[1] == "enter middle");
+    CHECK(r.log[2] == "enter waiter");
+    CHECK(r.log[3] == "timer: operation_aborted");
+    CHECK(r.log[4].rfind("error middle: ", 0) == 0);
+    CHECK(r.log[4].find("from waiter/enter") != std::string::npos);
+    CHECK(r.log[5] == "error outer: operation_aborted from waiter/enter");
+    for (const auto* entry : {"leave outer", "leave middle", "leave waiter", "enter after", "leave after",
+                              "timer expired"})
+        CHECK_FALSE(contains(r.log, entry));
+    REQUIRE(r.seen.size() == 2);
+    for (const auto& e : r.seen) {
+        CHECK(is_operation_aborted(e));
+        REQUIRE_THROWS_AS(std::rethrow_exception(e), boost::system::system_error);
+    }
+    CHECK(r.seen[0] == r.seen[1]); // passed on as the same exception object
+
+    if (outer_handles) {
+        // Handled: the result carries no error, and what the error stage decided.
+        CHECK(r.error() == nullptr);
+        CHECK(r.response == std::optional<std::string>("aborted, handled by outer"));
+    }
+    else {
+        // Unhandled: the result carries the original error with where it came from.
+        REQUIRE(r.error() != nullptr);
+        CHECK(where(*r.error()) == "waiter/enter");
+        CHECK(is_operation_aborted(r.error()->exception));
+        CHECK(r.error()->suppressed.empty());
+        CHECK_FALSE(r.response.has_value());
+    }
+}
