@@ -168,7 +168,7 @@ auto offload_route(asio::thread_pool& workers)
 // GET /delay?ms=N: waits on a timer, holding no thread.
 asio::awaitable<plinth::response> delay(const plinth::context& ctx)
 {
-    auto ms = parse_number<unsigned>(ctx.query("ms").value_or("0"), "ms");
+    auto ms = query_number(ctx, "ms", 0);
     if (ms > 60'000)
         throw plinth::http_error(http::status::bad_request, "ms must be at most 60000");
     asio::steady_timer timer{co_await asio::this_coro::executor, std::chrono::milliseconds(ms)};

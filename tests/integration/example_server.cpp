@@ -1,0 +1,126 @@
+// The bundled example server, as a user runs it: a child process on a free port, its routes
+// over loopback, and SIGTERM ending it gracefully with exit status 0.
+
+#include "test_server.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+
+using namespace plinth_test;
+
+extern char** environ;
+
+namespace {
+
+/// plinth-example in a child process; the port is read from its first line of output.
+class example_process {
+public:
+    example_process()
+    {
+        int out[2];
+        REQUIRE(::pipe(out) == 0);
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+        posix_spawn_file_actions_addclose(&actions, out[0]);
+        std::string binary = PLINTH_EXAMPLE_SERVER;
+        char* argv[] = {binary.data(), const_cast<char*>("--port"), const_cast<char*>("0"),
+                        const_cast<char*>("--threads"), const_cast<char*>("2"), nullptr};
+        REQUIRE(::posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv, environ) == 0);
+        posix_spawn_file_actions_destroy(&actions);
+        ::close(out[1]);
+        output_ = ::fdopen(out[0], "r");
+
+        char line[256] = {};
+        REQUIRE(std::fgets(line, sizeof line, output_) != nullptr);
+        std::string text = line; // "plinth-example listening on http://127.0.0.1:PORT with 2 thread(s)"
+        auto colon = text.rfind(':');
+        REQUIRE(colon != std::string::npos);
+        port_ = static_cast<std::uint16_t>(std::stoi(text.substr(colon + 1)));
+    }
+
+    ~example_process()
+    {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+        if (output_)
+            std::fclose(output_);
+    }
+
+    std::uint16_t port() const { return port_; }
+
+    /// Sends `signal` and returns the exit status.
+    int stop(int signal)
+    {
+        ::kill(pid_, signal);
+        int status = 0;
+        ::waitpid(pid_, &status, 0);
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+
+private:
+    pid_t pid_ = -1;
+    FILE* output_ = nullptr;
+    std::uint16_t port_ = 0;
+};
+
+} // namespace
+
+TEST_CASE("example server: every route answers as the README says", "[example]")
+{
+    example_process example;
+    client c{example.port()};
+
+    auto hello = c.get("/hello");
+    CHECK(hello.body() == "Hello, World!");
+    CHECK(hello[http::field::content_type].starts_with("text/plain"));
+    CHECK(c.get("/users/42").body() == R"({"id":"42"})");
+    CHECK(c.request(http::verb::post, "/echo", "ping").body() == "ping");
+    CHECK(c.get("/delay?ms=50").body() == "waited 50 ms");
+    CHECK(c.get("/delay?ms=x").result() == http::status::bad_request);
+
+    CHECK(c.get("/suspend?resume_ms=50").body() == "resumed after 50 ms");
+    CHECK(c.get("/suspend?timeout_ms=50").result() == http::status::service_unavailable);
+    CHECK(c.get("/suspend?timeout_ms=50&on_timeout=resume").body() == "resumed by the timeout handler");
+    CHECK(c.get("/suspend?timeout_ms=50&on_timeout=cancel").result() == http::status::service_unavailable);
+    CHECK(c.get("/suspend?timeout_ms=30&on_timeout=extend&resume_ms=200").body() == "resumed after 200 ms");
+    CHECK(c.get("/offload?ms=20").body() == "worked 20 ms on the pool");
+    auto cancelled = c.get("/cancel?retry_after=3");
+    CHECK(cancelled.result() == http::status::service_unavailable);
+    CHECK(cancelled[http::field::retry_after] == "3");
+
+    auto stats = c.get("/stats").body();
+    for (auto key : {"\"connections\":1", "\"requests\":", "\"suspended\":0", "\"resumed\":", "\"cancelled\":",
+                     "\"timed_out\":", "\"disconnected\":", "\"completed\":"})
+        CHECK(stats.find(key) != std::string::npos);
+    CHECK(stats.find("\"timed_out\":1") != std::string::npos);
+    CHECK(stats.find("\"cancelled\":2") != std::string::npos);
+}
+
+TEST_CASE("example server: SIGTERM answers a waiting request 503 and exits 0", "[example]")
+{
+    example_process example;
+    client waiting{example.port()};
+    waiting.write_raw("GET /suspend HTTP/1.1\r\nHost: t\r\n\r\n");
+    client c{example.port()};
+    wait_until([&] { return c.get("/stats").body().find("\"suspended\":1") != std::string::npos; });
+
+    CHECK(example.stop(SIGTERM) == 0);
+    CHECK(waiting.read().result() == http::status::service_unavailable);
+}
+
+TEST_CASE("example server: SIGINT exits 0 too", "[example]")
+{
+    example_process example;
+    client c{example.port()};
+    CHECK(c.get("/hello").result() == http::status::ok);
+    CHECK(example.stop(SIGINT) == 0);
+}
