@@ -81,18 +81,7 @@ public:
         std::unique_lock lock(mutex_);
         if (done_)
             return cancel_call && cancelled_; // a second cancel succeeds and changes nothing
-        done_ = true;
-        cancelled_ = cancel_call;
-        outcome_ = std::move(o);
-        ++generation_; // disarms the timeout
-        auto executor = executor_;
-        lock.unlock();
-        asio::dispatch(executor, [self = this->shared_from_this()] {
-            if (self->wake_)
-                self->wake_->cancel();
-            if (self->timer_)
-                self->timer_->cancel();
-        });
+        win(lock, std::move(o), cancel_call, false);
         return true;
     }
 
@@ -101,20 +90,22 @@ public:
         std::unique_lock lock(mutex_);
         if (done_)
             return false;
-        const auto generation = ++generation_;
+        const auto generation = ++generation_; // disarms any earlier timer
+        const auto deadline = std::chrono::steady_clock::now() + d; // counts from the call
         auto executor = executor_;
         lock.unlock();
-        if (d <= d.zero()) { // never: the generation bump already disarmed any timer
-            asio::dispatch(executor, [self = this->shared_from_this()] {
-                if (self->timer_)
-                    self->timer_->cancel();
-            });
-            return true;
-        }
-        const auto deadline = std::chrono::steady_clock::now() + d; // counts from the call
-        asio::dispatch(executor, [self = this->shared_from_this(), deadline, generation] {
-            if (!self->timer_)
-                return; // completed meanwhile
+        // From another thread this runs later, maybe after a newer set_timeout ran inline on the
+        // strand: only the newest generation may touch the timer.
+        asio::dispatch(executor, [self = this->shared_from_this(), deadline, generation, never = d <= d.zero()] {
+            {
+                std::lock_guard lock(self->mutex_);
+                if (generation != self->generation_ || !self->timer_)
+                    return;
+            }
+            if (never) {
+                self->timer_->cancel();
+                return;
+            }
             self->timer_->expires_at(deadline);
             self->timer_->async_wait([self, generation](boost::system::error_code ec) {
                 if (!ec)
@@ -124,10 +115,13 @@ public:
         return true;
     }
 
-    void on_timeout(std::function<void(handle)> h)
+    bool on_timeout(std::function<void(handle)> h)
     {
         std::lock_guard lock(mutex_);
+        if (done_)
+            return false; // kept, it could hold its own handle forever
         on_timeout_ = std::move(h);
+        return true;
     }
 
     bool on_disconnect(std::function<void()> cb)
@@ -232,16 +226,32 @@ private:
         resolve_timeout(generation, std::make_exception_ptr(service_unavailable{}));
     }
 
-    // The default outcome of a timeout, unless the handler resolved or re-armed.
+    // The default outcome of a timeout, unless the handler resolved or re-armed meanwhile: the
+    // check and the win are one critical section, or a resume could win in between.
     void resolve_timeout(std::uint64_t generation, std::exception_ptr e)
     {
-        {
-            std::lock_guard lock(mutex_);
-            if (done_ || generation != generation_)
-                return;
-            timed_out_ = true;
-        }
-        resolve(std::move(e));
+        std::unique_lock lock(mutex_);
+        if (done_ || generation != generation_)
+            return;
+        win(lock, std::move(e), false, true);
+    }
+
+    // Records the winning outcome (under `lock`, which it releases) and wakes the waiter.
+    void win(std::unique_lock<std::mutex>& lock, outcome o, bool cancelled, bool timed_out)
+    {
+        done_ = true;
+        cancelled_ = cancelled;
+        timed_out_ = timed_out;
+        outcome_ = std::move(o);
+        ++generation_; // disarms the timeout
+        auto executor = executor_;
+        lock.unlock();
+        asio::dispatch(executor, [self = this->shared_from_this()] {
+            if (self->wake_)
+                self->wake_->cancel();
+            if (self->timer_)
+                self->timer_->cancel();
+        });
     }
 
     void finish(bool disconnected, std::exception_ptr error)
@@ -378,8 +388,9 @@ public:
 
     /// What runs when the timeout expires: it may resume, cancel, re-arm, or do nothing (then the
     /// default applies: `service_unavailable` down the error path, 503 unless an error stage maps
-    /// it). A handler that throws sends its exception down the error path. Replaces any earlier one.
-    void on_timeout(std::function<void(basic_async_response)> handler) { state_->on_timeout(std::move(handler)); }
+    /// it). A handler that throws sends its exception down the error path. Replaces any earlier
+    /// one; false (not kept) once done.
+    bool on_timeout(std::function<void(basic_async_response)> handler) { return state_->on_timeout(std::move(handler)); }
 
     /// Runs when the client goes away while the request is suspended or its response is being
     /// written, before on_complete. False (not registered) once completed.
