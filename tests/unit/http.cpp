@@ -9,6 +9,8 @@
 
 #include <plinth/http.hpp>
 
+#include "http_harness.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -32,36 +34,7 @@ namespace http = boost::beast::http;
 using http::verb;
 using Catch::Matchers::Contains;
 
-/// One request run through a plinth::chain on an io_context.
-struct harness {
-    asio::io_context ioc;
-    plinth::exchange ex;
-
-    harness(verb method, std::string_view target, std::string body = {})
-    {
-        ex.request = plinth::request{method, target, 11};
-        ex.request.body() = std::move(body);
-        ex.executor = ioc.get_executor();
-    }
-
-    plinth::context context() { return plinth::context{ex}; }
-
-    plinth::context run(const plinth::chain& chain)
-    {
-        std::optional<plinth::context> out;
-        std::exception_ptr failure;
-        chain.async_execute(ioc.get_executor(), plinth::context{ex},
-                            [&](std::exception_ptr e, plinth::context c) {
-                                failure = e;
-                                out = std::move(c);
-                            });
-        ioc.run();
-        ioc.restart();
-        REQUIRE_FALSE(failure);
-        REQUIRE(out.has_value());
-        return std::move(*out);
-    }
-};
+using plinth_test::harness;
 
 plinth::response sync_handler(const plinth::request& req)
 {
