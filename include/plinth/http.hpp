@@ -172,6 +172,9 @@ public:
     /// The request is about to wait: keep a read pending so a disconnect is noticed.
     virtual void watch_for_disconnect() = 0;
 
+    /// The server is stopping: a new suspension is cancelled at once.
+    virtual bool stopping() const noexcept = 0;
+
 protected:
     ~exchange_owner() = default;
 };
@@ -297,6 +300,8 @@ asio::awaitable<void> suspend(context& ctx, Setup setup)
             --policy->stats.suspended;
         throw;
     }
+    if (ex.owner && ex.owner->stopping())
+        handle.cancel(); // the stop already cancelled the others; this one came too late for it
     ctx.on_suspend();
     auto outcome = co_await state->wait();
 

@@ -416,3 +416,22 @@ TEST_CASE("async_response: 10,000 requests suspended at once on one thread are a
     for (const auto& ar : lot.handles)
         CHECK_FALSE(ar.is_suspended());
 }
+
+TEST_CASE("async_response: a request that suspends after stop() began is cancelled at once", "[async_response]")
+{
+    std::promise<void> entered;
+    plinth::interceptor slow{.name = "slow", .enter = [&](plinth::context&) -> asio::awaitable<void> {
+                                 entered.set_value();
+                                 asio::steady_timer t{co_await asio::this_coro::executor, 200ms};
+                                 co_await t.async_wait(asio::use_awaitable);
+                             }};
+    std::vector<plinth::route> routes{
+        {http::verb::get, "/late", {slow}, [](const plinth::request&, plinth::async_response) { /* never resumed */ }}};
+    test_server srv{std::move(routes)};
+    client c{srv.port()};
+    c.write_raw("GET /late HTTP/1.1\r\nHost: t\r\n\r\n");
+    REQUIRE(entered.get_future().wait_for(5s) == std::future_status::ready);
+    srv.server().stop(); // the request is in its awaitable stage, not suspended yet
+    CHECK(c.read().result() == http::status::service_unavailable);
+    CHECK(srv.join_within(5s));
+}

@@ -250,6 +250,8 @@ private:
     // the coroutine's cancellation slot. Bytes that arrive meanwhile are a pipelined request, not
     // a disconnect: they stay in the buffer (up to max_read_ahead_bytes) for the next parse.
 
+    bool stopping() const noexcept override { return stopping_; }
+
     void watch_for_disconnect() override
     {
         if (watching_ || disconnected_)
