@@ -15,6 +15,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/container/small_vector.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <concepts>
 #include <cstddef>
@@ -421,8 +422,15 @@ asio::awaitable<Context> basic_chain<Context>::execute(Context ctx) const
         ex.stack.push_back(&i);
         if (i.enter) {
             ex.observe(ctx, stage::enter, i, observe_point::before);
-            if (i.enter.is_async())
-                thrown = co_await execution::call_async(i.enter, ctx);
+            if (i.enter.is_async()) {
+                auto cancellation = co_await asio::this_coro::cancellation_state;
+                if (cancellation.cancelled() != asio::cancellation_type::none)
+                    // Cancelled while no operation was pending (between two stages): start no more.
+                    thrown = std::make_exception_ptr(
+                        boost::system::system_error(asio::error::operation_aborted, "plinth: the chain was cancelled"));
+                else
+                    thrown = co_await execution::call_async(i.enter, ctx);
+            }
             else
                 thrown = execution::call_sync(i.enter, ctx);
             if (thrown) {

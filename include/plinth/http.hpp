@@ -15,6 +15,7 @@
 #include <plinth/detail/uri.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/status.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -303,6 +304,9 @@ asio::awaitable<void> suspend(context& ctx, Setup setup)
     if (ex.owner && ex.owner->stopping())
         handle.cancel(); // the stop already cancelled the others; this one came too late for it
     ctx.on_suspend();
+    auto cancellation = co_await asio::this_coro::cancellation_state;
+    if (cancellation.cancelled() != asio::cancellation_type::none)
+        state->abandon(); // the client left before the wait began: nothing would cancel the wait
     auto outcome = co_await state->wait();
 
     if (policy) {

@@ -1532,3 +1532,40 @@ TEST_CASE("chain: cancelling the chain mid-await ends the awaited timer with ope
         CHECK_FALSE(r.response.has_value());
     }
 }
+
+TEST_CASE("chain: a cancellation that arrives between two stages starts no further async stage; error stages see "
+          "operation_aborted",
+          "[chain]")
+{
+    asio::io_context ioc;
+    asio::cancellation_signal signal;
+    std::optional<test_ctx> out;
+    chain ch{
+        {.name = "catcher",
+         .error =
+             [](test_ctx& c, std::exception_ptr e) {
+                 try {
+                     std::rethrow_exception(e);
+                 }
+                 catch (const boost::system::system_error& se) {
+                     c.log.push_back(se.code() == asio::error::operation_aborted ? "error: aborted" : "error: other");
+                 }
+             }},
+        // Emits while no operation is pending: nothing is there to be cancelled right now.
+        {.name = "a", .enter = [&](test_ctx& c) -> asio::awaitable<void> {
+             c.log.push_back("enter a");
+             signal.emit(asio::cancellation_type::terminal);
+             co_return;
+         }},
+        {.name = "b", .enter = [](test_ctx& c) -> asio::awaitable<void> {
+             c.log.push_back("enter b");
+             co_return;
+         }},
+    };
+    asio::co_spawn(ioc, ch.execute(test_ctx{}),
+                   asio::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr, test_ctx c) { out = std::move(c); }));
+    ioc.run();
+    REQUIRE(out.has_value());
+    CHECK(out->log == strings{"enter a", "error: aborted"});
+    CHECK(out->error() == nullptr); // handled by the catcher
+}
