@@ -303,7 +303,6 @@ asio::awaitable<void> suspend(context& ctx, Setup setup)
     }
     if (ex.owner && ex.owner->stopping())
         handle.cancel(); // the stop already cancelled the others; this one came too late for it
-    ctx.on_suspend();
     auto cancellation = co_await asio::this_coro::cancellation_state;
     if (cancellation.cancelled() != asio::cancellation_type::none)
         state->abandon(); // the client left before the wait began: nothing would cancel the wait

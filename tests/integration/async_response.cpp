@@ -54,6 +54,18 @@ struct parking_lot {
         events.push_back(std::move(e));
     }
 
+    /// Sends `GET /park` (then `more`, pipelined) on `c` and waits for the request's handle.
+    plinth::async_response park(client& c, std::string_view more = {})
+    {
+        std::size_t n;
+        {
+            std::lock_guard lock(mutex);
+            n = handles.size();
+        }
+        c.write_raw("GET /park HTTP/1.1\r\nHost: t\r\n\r\n" + std::string(more));
+        return wait_for(n);
+    }
+
     /// The n-th handle, once parked.
     plinth::async_response wait_for(std::size_t n, std::chrono::seconds timeout = 10s)
     {
@@ -107,8 +119,7 @@ TEST_CASE("async_response: resumed from another thread, the client gets that res
     parking_lot lot;
     test_server srv{routes_with(lot)};
     client c{srv.port()};
-    c.write_raw("GET /park HTTP/1.1\r\nHost: t\r\n\r\n");
-    auto ar = lot.wait_for(0);
+    auto ar = lot.park(c);
     CHECK(ar.is_suspended());
     CHECK(srv.server().stats().suspended == 1);
 
@@ -135,8 +146,7 @@ TEST_CASE("async_response: cancel(20s) answers 503 with Retry-After: 20 and comp
     parking_lot lot;
     test_server srv{routes_with(lot)};
     client c{srv.port()};
-    c.write_raw("GET /park HTTP/1.1\r\nHost: t\r\n\r\n");
-    auto ar = lot.wait_for(0);
+    auto ar = lot.park(c);
     CHECK(ar.cancel(20s));
     CHECK(ar.cancel(40s)); // a second cancel succeeds and changes nothing
     auto res = c.read();
@@ -168,8 +178,7 @@ TEST_CASE("async_response: a client that disconnects while suspended: on_disconn
     parking_lot lot;
     test_server srv{routes_with(lot)};
     client c{srv.port()};
-    c.write_raw("GET /park HTTP/1.1\r\nHost: t\r\n\r\n");
-    auto ar = lot.wait_for(0);
+    auto ar = lot.park(c);
     CHECK(ar.set_timeout(10min));
     c.close();
 
@@ -192,8 +201,7 @@ TEST_CASE("async_response: a pipelined request behind a suspended one is not a d
     parking_lot lot;
     test_server srv{routes_with(lot)};
     client c{srv.port()};
-    c.write_raw("GET /park HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
-    auto ar = lot.wait_for(0);
+    auto ar = lot.park(c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     std::this_thread::sleep_for(100ms); // give the server time to read the second request ahead
     CHECK(ar.is_suspended());
     CHECK(ar.resume(plinth::text("first")));
@@ -211,8 +219,7 @@ TEST_CASE("async_response: a write that fails on resume (client gone): on_discon
     options.max_read_ahead_bytes = 1; // the server stops watching after one byte: it cannot see the reset
     test_server srv{routes_with(lot), options};
     client c{srv.port()};
-    c.write_raw("GET /park HTTP/1.1\r\nHost: t\r\n\r\nX");
-    auto ar = lot.wait_for(0);
+    auto ar = lot.park(c, "X");
     std::this_thread::sleep_for(50ms); // the read-ahead takes the byte and stops
     reset_connection(c);
     std::this_thread::sleep_for(50ms); // the reset reaches the server's socket
@@ -231,8 +238,7 @@ TEST_CASE("async_response: 8 threads race to resume; exactly one wins and the cl
     test_server srv{routes_with(lot)};
     for (int round = 0; round < 20; ++round) {
         client c{srv.port()};
-        c.write_raw("GET /park HTTP/1.1\r\nHost: t\r\n\r\n");
-        auto ar = lot.wait_for(static_cast<std::size_t>(round));
+        auto ar = lot.park(c);
         std::atomic<int> winners{0};
         std::atomic<int> winner{-1};
         std::barrier start{8};
@@ -260,8 +266,7 @@ TEST_CASE("async_response: disconnect racing resume: callbacks fire once each, t
     constexpr int rounds = 200;
     for (int round = 0; round < rounds; ++round) {
         client c{srv.port()};
-        c.write_raw("GET /park HTTP/1.1\r\nHost: t\r\n\r\n");
-        auto ar = lot.wait_for(static_cast<std::size_t>(round));
+        auto ar = lot.park(c);
         std::barrier start{2};
         std::thread resumer([&] {
             start.arrive_and_wait();
@@ -323,14 +328,12 @@ TEST_CASE("async_response: beyond max_suspended a suspension is answered 503 at 
     options.max_suspended = 1;
     test_server srv{routes_with(lot), options};
     client first{srv.port()};
-    first.write_raw("GET /park HTTP/1.1\r\nHost: t\r\n\r\n");
-    auto ar = lot.wait_for(0);
+    auto ar = lot.park(first);
     client second{srv.port()};
     CHECK(second.get("/park").result() == http::status::service_unavailable);
     CHECK(ar.resume(plinth::text("ok")));
     CHECK(first.read().body() == "ok");
-    second.write_raw("GET /park HTTP/1.1\r\nHost: t\r\n\r\n");
-    lot.wait_for(1); // room again: parked this time (the stop at the end answers it)
+    lot.park(second); // room again: parked this time (the stop at the end answers it)
 }
 
 TEST_CASE("async_response: a throwing callback is logged, the others still run, the server keeps serving",
@@ -361,8 +364,7 @@ TEST_CASE("async_response: stop() cancels suspended requests with 503 and their 
     parking_lot lot;
     test_server srv{routes_with(lot)};
     client c{srv.port()};
-    c.write_raw("GET /park HTTP/1.1\r\nHost: t\r\n\r\n");
-    lot.wait_for(0);
+    lot.park(c);
     srv.server().stop();
     CHECK(c.read().result() == http::status::service_unavailable);
     CHECK(lot.completion(0) == nullptr);
