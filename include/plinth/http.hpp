@@ -164,6 +164,7 @@ struct suspension_policy {
     std::chrono::steady_clock::duration default_timeout{}; ///< zero: none
     std::uint64_t max_suspended = std::numeric_limits<std::uint64_t>::max();
     log_function log = log_to_stderr;
+    std::chrono::seconds shutdown_retry_after{5}; ///< of the 503 a shutdown answers with
     suspension_stats stats;
 };
 
@@ -173,7 +174,7 @@ public:
     /// The request is about to wait: keep a read pending so a disconnect is noticed.
     virtual void watch_for_disconnect() = 0;
 
-    /// The server is stopping: a new suspension is cancelled at once.
+    /// The server's shutdown grace has run out: a new suspension is cancelled at once.
     virtual bool stopping() const noexcept = 0;
 
 protected:
@@ -301,8 +302,8 @@ asio::awaitable<void> suspend(context& ctx, Setup setup)
             --policy->stats.suspended;
         throw;
     }
-    if (ex.owner && ex.owner->stopping())
-        handle.cancel(); // the stop already cancelled the others; this one came too late for it
+    if (ex.owner && ex.owner->stopping()) // the stop already cancelled the others; this one came too late
+        handle.cancel(policy ? policy->shutdown_retry_after : std::chrono::seconds(5));
     auto cancellation = co_await asio::this_coro::cancellation_state;
     if (cancellation.cancelled() != asio::cancellation_type::none)
         state->abandon(); // the client left before the wait began: nothing would cancel the wait

@@ -15,6 +15,7 @@
 #include <plinth/server_options.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -44,9 +45,9 @@ class server {
 public:
     /// A server that will run on `ioc`. Nothing is bound until `start`.
     explicit server(asio::io_context& ioc, server_options options = {})
-        : ioc_(ioc), core_(std::make_shared<detail::server_core>(std::move(options)))
-        , acceptor_(std::make_shared<asio::ip::tcp::acceptor>(asio::make_strand(ioc)))
+        : ioc_(ioc), acceptor_(std::make_shared<asio::ip::tcp::acceptor>(asio::make_strand(ioc)))
     {
+        core_ = std::make_shared<detail::server_core>(acceptor_->get_executor(), std::move(options));
     }
 
     server(const server&) = delete;
@@ -100,26 +101,26 @@ public:
         });
     }
 
-    /// Stops gracefully, from any thread: no new connections; requests in flight finish and get
-    /// `Connection: close`; idle connections close now. `io_context::run` returns once all is done.
-    void stop()
+    /// Stops gracefully, from any thread, with `options().shutdown_grace`; see `async_stop`.
+    void stop() { stop(core_->options.shutdown_grace); }
+
+    /// Stops gracefully, from any thread; see `async_stop`. `io_context::run` returns once all
+    /// is done.
+    void stop(std::chrono::milliseconds grace) { begin_stop(grace, asio::any_completion_handler<void()>([] {})); }
+
+    /// Stops gracefully, from any thread, and completes (`void()`) once every connection is gone:
+    /// accepting stops at once and idle connections close; requests in flight have `grace` to
+    /// finish (their responses carry `Connection: close`); then every request still suspended or
+    /// waiting is answered 503 with `Retry-After: options().shutdown_retry_after` (on_complete
+    /// fires) and connections still reading a request are closed. A second call does not restart
+    /// the grace; it completes with the first. From a thread that does not run the io_context:
+    /// `srv.async_stop(5s, asio::use_future).wait()`.
+    template <class CompletionToken = asio::default_completion_token_t<asio::any_io_executor>>
+    auto async_stop(std::chrono::milliseconds grace, CompletionToken&& token = {})
     {
-        std::vector<std::shared_ptr<detail::connection>> open;
-        {
-            std::lock_guard lock(core_->mutex);
-            if (core_->stopping)
-                return;
-            core_->stopping = true;
-            for (const auto& w : core_->live)
-                if (auto c = w.lock())
-                    open.push_back(std::move(c));
-        }
-        asio::post(acceptor_->get_executor(), [acceptor = acceptor_] {
-            beast::error_code ignored;
-            acceptor->close(ignored);
-        });
-        for (const auto& c : open)
-            c->request_stop();
+        return asio::async_initiate<CompletionToken, void()>(
+            [this, grace](auto handler) { begin_stop(grace, asio::any_completion_handler<void()>(std::move(handler))); },
+            token);
     }
 
     /// The bound endpoint (after `start`; it stays readable after `stop`).
@@ -134,12 +135,40 @@ public:
         const auto& s = core_->policy.stats;
         return {core_->open_connections.load(), core_->accepted.load(), core_->requests.load(),
                 s.suspended.load(),             s.resumed.load(),          s.cancelled.load(),
-                s.timed_out.load(),             s.disconnected.load(),     s.completed.load()};
+                s.timed_out.load(),             s.disconnected.load(),     s.completed.load(),
+                core_->refused.load(),          core_->rejected.load(),    core_->timeouts.load()};
     }
 
     const server_options& options() const noexcept { return core_->options; }
 
 private:
+    void begin_stop(std::chrono::milliseconds grace, asio::any_completion_handler<void()> handler)
+    {
+        std::vector<std::shared_ptr<detail::connection>> open;
+        {
+            std::lock_guard lock(core_->mutex);
+            if (core_->stopped) {
+                core_->complete_stop_waiter(std::move(handler));
+                return;
+            }
+            core_->stop_waiters.push_back(std::move(handler));
+            if (core_->stopping)
+                return; // the first call's grace runs
+            core_->stopping = true;
+            for (const auto& w : core_->live)
+                if (auto c = w.lock())
+                    open.push_back(std::move(c));
+        }
+        asio::post(acceptor_->get_executor(), [core = core_, acceptor = acceptor_, grace] {
+            beast::error_code ignored;
+            acceptor->close(ignored);
+            core->arm_grace(acceptor->get_executor(), grace);
+        });
+        for (const auto& c : open)
+            c->request_stop();
+        core_->check_stopped();
+    }
+
     void before_start(const char* what) const
     {
         if (started_)
@@ -171,8 +200,8 @@ private:
     }
 
     asio::io_context& ioc_;
-    std::shared_ptr<detail::server_core> core_;
     std::shared_ptr<asio::ip::tcp::acceptor> acceptor_;
+    std::shared_ptr<detail::server_core> core_;
     std::vector<interceptor> global_;
     asio::ip::tcp::endpoint endpoint_;
     bool started_ = false;

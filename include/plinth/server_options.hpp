@@ -15,13 +15,31 @@
 
 namespace plinth {
 
-/// How a server listens and what it tolerates. Every limit has a default and a status.
+/// How a server listens and what it tolerates. Every limit has a default and a status; a zero
+/// timeout means "none".
 struct server_options {
     std::string address = "127.0.0.1";        ///< address to bind
     std::uint16_t port = 8080;                 ///< port to bind; 0 picks a free one (see server::port)
     std::string server_name = "plinth";        ///< the `Server` header
-    std::uint32_t max_header_bytes = 8 * 1024; ///< request line + headers; beyond: 431 and close
-    std::uint64_t max_body_bytes = 1 << 20;    ///< request body; beyond: 413 and close
+
+    /// Request line + headers; beyond: 431 and close (414 when the request line alone is longer).
+    std::uint32_t max_header_bytes = 8 * 1024;
+    /// Request body; beyond: 413 and close, before reading it when Content-Length announces it.
+    std::uint64_t max_body_bytes = 1 << 20;
+    /// The whole header block must arrive within this, from its first byte (or from the accept);
+    /// a client that drips bytes does not extend it. Beyond: 408 and close.
+    std::chrono::milliseconds header_timeout{10'000};
+    /// The whole body must arrive within this, once the headers are in. Beyond: 408 and close.
+    std::chrono::milliseconds body_timeout{30'000};
+    /// A kept-alive connection waiting for its next request is closed after this. Never applies
+    /// while a request is being handled, suspended or streamed.
+    std::chrono::milliseconds idle_timeout{60'000};
+    /// A response must be handed to the socket within this; a client that stops reading is dropped.
+    std::chrono::milliseconds write_timeout{30'000};
+    /// Connections open at once; a connection beyond it is answered 503 and closed, and the
+    /// accepted ones are not disturbed.
+    std::uint32_t max_connections = 10'000;
+
     /// Timeout given to every suspended request (its handler may change it); zero: none.
     std::chrono::milliseconds suspend_timeout{0};
     /// Requests suspended at once; a suspension beyond it is answered 503 at once.
@@ -29,7 +47,16 @@ struct server_options {
     /// Bytes of pipelined requests read ahead while a request waits; beyond it the connection
     /// stops reading (and so stops noticing a disconnect) until the response is written.
     std::size_t max_read_ahead_bytes = 64 * 1024;
-    log_function log = log_to_stderr;          ///< handler exceptions and I/O errors go here
+
+    /// How long `server::stop` lets requests in flight finish before it answers every request
+    /// still suspended or waiting 503 with `Retry-After: shutdown_retry_after`.
+    std::chrono::milliseconds shutdown_grace{5'000};
+    /// The `Retry-After` of the 503s a shutdown sends.
+    std::chrono::seconds shutdown_retry_after{5};
+
+    /// Handler and callback exceptions and I/O errors go here; a client that leaves (EOF, reset,
+    /// broken pipe) is not an error. Null: no logging.
+    log_function log = log_to_stderr;
 };
 
 /// A snapshot of a server's counters.
@@ -43,6 +70,9 @@ struct server_stats {
     std::uint64_t timed_out = 0;    ///< suspensions timed out without a handler resolving them
     std::uint64_t disconnected = 0; ///< suspended requests whose client went away
     std::uint64_t completed = 0;    ///< suspensions completed (on_complete fired)
+    std::uint64_t refused = 0;      ///< connections refused beyond max_connections (503)
+    std::uint64_t rejected = 0;     ///< requests answered with an error before any handler ran (4xx/5xx)
+    std::uint64_t timeouts = 0;     ///< connections closed by a header, body, idle or write timeout
 };
 
 } // namespace plinth

@@ -15,6 +15,7 @@
 #include <plinth/router.hpp>
 #include <plinth/server_options.hpp>
 
+#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -40,20 +41,23 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace plinth::detail {
 
 class connection;
 
 /// What a server shares with its connections; they keep it alive until the last one is gone.
-struct server_core {
-    explicit server_core(server_options o) : options(std::move(o))
+struct server_core : std::enable_shared_from_this<server_core> {
+    server_core(asio::any_io_executor ex, server_options o) : executor(std::move(ex)), options(std::move(o))
     {
         policy.default_timeout = options.suspend_timeout;
         policy.max_suspended = options.max_suspended;
         policy.log = options.log;
+        policy.shutdown_retry_after = options.shutdown_retry_after;
     }
 
+    asio::any_io_executor executor; // the acceptor's strand
     server_options options;
     suspension_policy policy;
     plinth::router router;
@@ -62,10 +66,16 @@ struct server_core {
     std::atomic<std::uint64_t> open_connections{0};
     std::atomic<std::uint64_t> accepted{0};
     std::atomic<std::uint64_t> requests{0};
+    std::atomic<std::uint64_t> refused{0};
+    std::atomic<std::uint64_t> rejected{0};
+    std::atomic<std::uint64_t> timeouts{0};
 
-    std::mutex mutex; // guards live and stopping
+    std::mutex mutex; // guards what follows
     std::list<std::weak_ptr<connection>> live;
-    bool stopping = false;
+    bool stopping = false; // stop began
+    bool stopped = false;  // ...and every connection is gone
+    std::vector<asio::any_completion_handler<void()>> stop_waiters;
+    std::optional<asio::steady_timer> grace; // on the acceptor's strand
 
     void log(log_level level, std::string_view message) const noexcept
     {
@@ -77,6 +87,32 @@ struct server_core {
         catch (...) { // a broken log hook must not take a connection down
         }
     }
+
+    // -- shutdown --
+
+    // On the acceptor's strand, once: the grace starts; when it runs out, whatever still waits
+    // is answered 503.
+    void arm_grace(const asio::any_io_executor& strand, std::chrono::milliseconds d);
+
+    // After stop began and whenever a connection goes: completes the stop once none is left.
+    void check_stopped()
+    {
+        std::vector<asio::any_completion_handler<void()>> waiters;
+        {
+            std::lock_guard lock(mutex);
+            if (!stopping || stopped || open_connections.load() != 0)
+                return;
+            stopped = true;
+            waiters.swap(stop_waiters);
+            if (grace) // the grace is no longer needed: it must not keep io_context::run busy
+                asio::post(grace->get_executor(), [self = shared_from_this()] { self->grace->cancel(); });
+        }
+        for (auto& w : waiters)
+            complete_stop_waiter(std::move(w));
+    }
+
+    // Through the waiter's own executor when it has one (post honours it), else the server's.
+    void complete_stop_waiter(asio::any_completion_handler<void()> w) { asio::post(executor, std::move(w)); }
 };
 
 /// A one-line description of an exception, for the log only.
@@ -122,6 +158,7 @@ public:
                 core_->live.erase(self_in_live_);
         }
         --core_->open_connections;
+        core_->check_stopped();
     }
 
     /// Registers with the server and starts the connection's coroutine on its strand.
@@ -153,6 +190,17 @@ public:
                 self->stream_.cancel();
             for (const auto& s : self->exchange_.suspensions)
                 s->resolve(cancellation{}, true);
+        });
+    }
+
+    /// The shutdown grace ran out: whatever still waits is answered 503, a request still being
+    /// read is dropped. Thread-safe.
+    void stop_now()
+    {
+        asio::post(stream_.get_executor(), [self = shared_from_this()] {
+            self->hard_stop_ = true;
+            for (const auto& s : self->exchange_.suspensions)
+                s->resolve(cancellation{self->core_->options.shutdown_retry_after}, true);
         });
     }
 
@@ -411,8 +459,32 @@ private:
     bool watch_pending_ = false; // a read-ahead is in flight
     bool disconnected_ = false;  // the client left while a request was waiting
     bool registered_ = false;
+    bool hard_stop_ = false;     // the shutdown grace ran out
     std::list<std::weak_ptr<connection>>::iterator self_in_live_;
 };
+
+inline void server_core::arm_grace(const asio::any_io_executor& strand, std::chrono::milliseconds d)
+{
+    {
+        std::lock_guard lock(mutex);
+        if (stopped)
+            return;
+        grace.emplace(strand, d);
+    }
+    grace->async_wait([self = shared_from_this()](beast::error_code ec) {
+        if (ec)
+            return; // every connection went before the grace ran out
+        std::vector<std::shared_ptr<connection>> open;
+        {
+            std::lock_guard lock(self->mutex);
+            for (const auto& w : self->live)
+                if (auto c = w.lock())
+                    open.push_back(std::move(c));
+        }
+        for (const auto& c : open)
+            c->stop_now();
+    });
+}
 
 } // namespace plinth::detail
 
