@@ -1,9 +1,15 @@
 // plinth-example: the bundled example server. Every route shows one way to write a handler:
 // synchronous, awaitable, or suspended (resumed later from another thread).
 //
-//   plinth-example [--address 127.0.0.1] [--port 8080] [--threads N]
+//   plinth-example [--address 127.0.0.1] [--port 8080] [--threads N] [limits...]
 //
-// Exits 0 after a graceful stop on SIGINT or SIGTERM.
+// Limits (defaults in parentheses; see the README's table): --max-header-bytes (8192)
+// --max-body-bytes (1048576) --header-timeout-ms (10000) --body-timeout-ms (30000)
+// --idle-timeout-ms (60000) --write-timeout-ms (30000) --max-connections (10000)
+// --max-suspended (100000) --shutdown-grace-ms (5000); a timeout of 0 means none.
+//
+// On SIGINT or SIGTERM it stops gracefully (requests in flight get the grace to finish, then
+// the still-suspended ones get 503 + Retry-After) and exits 0.
 
 #include <plinth/plinth.hpp>
 
@@ -32,8 +38,7 @@ namespace http = boost::beast::http;
 namespace {
 
 struct flags {
-    std::string address = "127.0.0.1";
-    std::uint16_t port = 8080;
+    plinth::server_options options;
     unsigned threads = std::max(1u, std::thread::hardware_concurrency());
 };
 
@@ -57,15 +62,34 @@ flags parse_flags(int argc, char** argv)
                 throw std::invalid_argument(std::string(arg) + " needs a value");
             return argv[++i];
         };
+        auto ms = [&] { return std::chrono::milliseconds(parse_number<std::uint32_t>(value(), arg)); };
+        auto& o = f.options;
         if (arg == "--address")
-            f.address = value();
+            o.address = value();
         else if (arg == "--port")
-            f.port = parse_number<std::uint16_t>(value(), "--port");
+            o.port = parse_number<std::uint16_t>(value(), arg);
         else if (arg == "--threads")
-            f.threads = std::max(1u, parse_number<unsigned>(value(), "--threads"));
+            f.threads = std::max(1u, parse_number<unsigned>(value(), arg));
+        else if (arg == "--max-header-bytes")
+            o.max_header_bytes = parse_number<std::uint32_t>(value(), arg);
+        else if (arg == "--max-body-bytes")
+            o.max_body_bytes = parse_number<std::uint64_t>(value(), arg);
+        else if (arg == "--header-timeout-ms")
+            o.header_timeout = ms();
+        else if (arg == "--body-timeout-ms")
+            o.body_timeout = ms();
+        else if (arg == "--idle-timeout-ms")
+            o.idle_timeout = ms();
+        else if (arg == "--write-timeout-ms")
+            o.write_timeout = ms();
+        else if (arg == "--max-connections")
+            o.max_connections = parse_number<std::uint32_t>(value(), arg);
+        else if (arg == "--max-suspended")
+            o.max_suspended = parse_number<std::uint64_t>(value(), arg);
+        else if (arg == "--shutdown-grace-ms")
+            o.shutdown_grace = ms();
         else
-            throw std::invalid_argument("unknown flag " + std::string(arg)
-                                        + " (flags: --address A --port P --threads N)");
+            throw std::invalid_argument("unknown flag " + std::string(arg) + " (see the comment atop examples/server/main.cpp)");
     }
     return f;
 }
@@ -193,6 +217,9 @@ std::string stats_json(const plinth::server_stats& s)
     field("timed_out", s.timed_out);
     field("disconnected", s.disconnected);
     field("completed", s.completed);
+    field("refused", s.refused);
+    field("rejected", s.rejected);
+    field("timeouts", s.timeouts);
     return out + "}";
 }
 
@@ -212,7 +239,7 @@ int main(int argc, char** argv)
     asio::io_context ioc{f.threads == 1 ? 1 : static_cast<int>(f.threads)};
     asio::thread_pool workers{4};  // for /offload
     background_resumer resumer;    // for /suspend?resume_ms=N
-    plinth::server srv{ioc, {.address = f.address, .port = f.port}};
+    plinth::server srv{ioc, f.options};
     srv.routes({
         {http::verb::get, "/hello", [](const plinth::request&) { return plinth::text("Hello, World!"); }},
         {http::verb::get, "/delay", delay},
@@ -238,7 +265,8 @@ int main(int argc, char** argv)
         srv.start();
     }
     catch (const std::exception& e) {
-        std::cerr << "plinth-example: cannot listen on " << f.address << ":" << f.port << ": " << e.what() << "\n";
+        std::cerr << "plinth-example: cannot listen on " << f.options.address << ":" << f.options.port << ": "
+                  << e.what() << "\n";
         return 1;
     }
 
@@ -248,7 +276,7 @@ int main(int argc, char** argv)
             srv.stop();
     });
 
-    std::cout << "plinth-example listening on http://" << f.address << ":" << srv.port() << " with " << f.threads
+    std::cout << "plinth-example listening on http://" << f.options.address << ":" << srv.port() << " with " << f.threads
               << " thread(s)" << std::endl;
 
     std::vector<std::jthread> pool;

@@ -17,6 +17,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -195,6 +196,12 @@ private:
             ++core->accepted;
             beast::error_code ignored;
             socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+            if (core->open_connections.load() >= core->options.max_connections) {
+                ++core->refused;
+                auto ex = socket.get_executor();
+                asio::co_spawn(ex, detail::refuse(core, std::move(socket)), asio::detached);
+                continue;
+            }
             std::make_shared<detail::connection>(core, std::move(socket))->start();
         }
     }

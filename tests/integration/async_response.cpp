@@ -359,13 +359,14 @@ TEST_CASE("async_response: a throwing callback is logged, the others still run, 
     CHECK(c.get("/hello").result() == http::status::ok);
 }
 
-TEST_CASE("async_response: stop() cancels suspended requests with 503 and their on_complete fires", "[async_response]")
+TEST_CASE("async_response: a request still suspended when the stop's grace ends gets 503 and its on_complete fires",
+          "[async_response]")
 {
     parking_lot lot;
     test_server srv{routes_with(lot)};
     client c{srv.port()};
     lot.park(c);
-    srv.server().stop();
+    srv.server().stop(100ms);
     CHECK(c.read().result() == http::status::service_unavailable);
     CHECK(lot.completion(0) == nullptr);
     CHECK(srv.join_within(5s));
@@ -419,13 +420,14 @@ TEST_CASE("async_response: 10,000 requests suspended at once on one thread are a
         CHECK_FALSE(ar.is_suspended());
 }
 
-TEST_CASE("async_response: a request that suspends after stop() began is cancelled at once", "[async_response]")
+TEST_CASE("async_response: a request that suspends after the stop's grace ended is cancelled at once", "[async_response]")
 {
     std::promise<void> entered;
     plinth::interceptor slow{.name = "slow", .enter = [&](plinth::context&) -> asio::awaitable<void> {
                                  entered.set_value();
+                                 // Not cancellable, so the end of the grace cannot cut this stage short.
                                  asio::steady_timer t{co_await asio::this_coro::executor, 200ms};
-                                 co_await t.async_wait(asio::use_awaitable);
+                                 co_await t.async_wait(asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable));
                              }};
     std::vector<plinth::route> routes{
         {http::verb::get, "/late", {slow}, [](const plinth::request&, plinth::async_response) { /* never resumed */ }}};
@@ -433,7 +435,7 @@ TEST_CASE("async_response: a request that suspends after stop() began is cancell
     client c{srv.port()};
     c.write_raw("GET /late HTTP/1.1\r\nHost: t\r\n\r\n");
     REQUIRE(entered.get_future().wait_for(5s) == std::future_status::ready);
-    srv.server().stop(); // the request is in its awaitable stage, not suspended yet
+    srv.server().stop(0ms); // the request is in its awaitable stage, not suspended yet
     CHECK(c.read().result() == http::status::service_unavailable);
     CHECK(srv.join_within(5s));
 }

@@ -20,7 +20,8 @@ namespace {
 /// plinth-example in a child process; the port is read from its first line of output.
 class example_process {
 public:
-    example_process()
+    /// `flags` are added to "--port 0 --threads 2".
+    explicit example_process(std::vector<std::string> flags = {})
     {
         int out[2];
         REQUIRE(::pipe(out) == 0);
@@ -29,9 +30,13 @@ public:
         posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
         posix_spawn_file_actions_addclose(&actions, out[0]);
         std::string binary = PLINTH_EXAMPLE_SERVER;
-        char* argv[] = {binary.data(), const_cast<char*>("--port"), const_cast<char*>("0"),
-                        const_cast<char*>("--threads"), const_cast<char*>("2"), nullptr};
-        REQUIRE(::posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv, environ) == 0);
+        std::vector<std::string> args{binary, "--port", "0", "--threads", "2"};
+        args.insert(args.end(), flags.begin(), flags.end());
+        std::vector<char*> argv;
+        for (auto& a : args)
+            argv.push_back(a.data());
+        argv.push_back(nullptr);
+        REQUIRE(::posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), environ) == 0);
         posix_spawn_file_actions_destroy(&actions);
         ::close(out[1]);
         output_ = ::fdopen(out[0], "r");
@@ -105,16 +110,54 @@ TEST_CASE("example server: every route answers as the README says", "[example]")
     CHECK(stats.find("\"cancelled\":2") != std::string::npos);
 }
 
-TEST_CASE("example server: SIGTERM answers a waiting request 503 and exits 0", "[example]")
+TEST_CASE("example server: SIGTERM answers a request still waiting after the grace 503 + Retry-After and exits 0",
+          "[example]")
 {
-    example_process example;
+    example_process example{{"--shutdown-grace-ms", "200"}};
     client waiting{example.port()};
     waiting.write_raw("GET /suspend HTTP/1.1\r\nHost: t\r\n\r\n");
     client c{example.port()};
     wait_until([&] { return c.get("/stats").body().find("\"suspended\":1") != std::string::npos; });
 
     CHECK(example.stop(SIGTERM) == 0);
-    CHECK(waiting.read().result() == http::status::service_unavailable);
+    auto res = waiting.read();
+    CHECK(res.result() == http::status::service_unavailable);
+    CHECK(res[http::field::retry_after] == "5");
+}
+
+TEST_CASE("example server: the size limit flags set the server's limits", "[example]")
+{
+    example_process example{{"--max-header-bytes", "200", "--max-body-bytes", "10", "--header-timeout-ms", "5000",
+                             "--body-timeout-ms", "5000", "--idle-timeout-ms", "5000", "--write-timeout-ms", "5000",
+                             "--shutdown-grace-ms", "100"}};
+    client c{example.port()};
+    CHECK(c.request(http::verb::post, "/echo", std::string(11, 'x')).result() == http::status::payload_too_large);
+    client big{example.port()};
+    big.write_raw("GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: " + std::string(300, 'x') + "\r\n\r\n");
+    CHECK(big.read().result() == http::status::request_header_fields_too_large);
+    CHECK(example.stop(SIGTERM) == 0);
+}
+
+TEST_CASE("example server: the count limit flags set the server's limits", "[example]")
+{
+    example_process example{{"--max-connections", "3", "--max-suspended", "1", "--shutdown-grace-ms", "100"}};
+    client waiting{example.port()};
+    waiting.write_raw("GET /suspend HTTP/1.1\r\nHost: t\r\n\r\n");
+    client second{example.port()};
+    wait_until([&] { return second.get("/stats").body().find("\"suspended\":1") != std::string::npos; });
+    CHECK(second.get("/suspend").result() == http::status::service_unavailable); // --max-suspended 1
+    client third{example.port()};
+    CHECK(third.get("/hello").result() == http::status::ok);
+    client fourth{example.port()};
+    CHECK(fourth.get("/hello").result() == http::status::service_unavailable); // --max-connections 3
+    CHECK(example.stop(SIGTERM) == 0);
+}
+
+TEST_CASE("example server: an unknown flag is an error, not ignored", "[example]")
+{
+    std::string binary = PLINTH_EXAMPLE_SERVER;
+    std::string command = binary + " --max-header-byte 10 2>/dev/null";
+    CHECK(WEXITSTATUS(std::system(command.c_str())) == 2);
 }
 
 TEST_CASE("example server: SIGINT exits 0 too", "[example]")

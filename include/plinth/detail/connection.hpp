@@ -26,7 +26,9 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/core/read_size.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
@@ -34,6 +36,7 @@
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <array>
 #include <atomic>
 #include <exception>
 #include <list>
@@ -134,13 +137,56 @@ inline bool client_went_away(const beast::error_code& ec)
 {
     return ec == http::error::end_of_stream || ec == http::error::partial_message || ec == asio::error::eof
         || ec == asio::error::connection_reset || ec == asio::error::broken_pipe
-        || ec == asio::error::operation_aborted || ec == beast::error::timeout;
+        || ec == asio::error::operation_aborted;
+}
+
+/// Closing a socket with unread bytes makes the kernel send a reset, which can destroy a
+/// response before the client reads it: stop sending, then drain for up to a second (nginx's
+/// lingering close). The caller closes the socket.
+inline asio::awaitable<void> linger(asio::ip::tcp::socket& socket)
+{
+    beast::error_code ec;
+    socket.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+    if (ec)
+        co_return;
+    // The timer's handler and this coroutine share the socket's strand; `done` tells a handler
+    // that expired just as the drain ended not to touch a socket that may be gone.
+    auto done = std::make_shared<bool>(false);
+    asio::steady_timer limit{socket.get_executor(), std::chrono::seconds(1)};
+    limit.async_wait([&socket, done](beast::error_code e) {
+        if (!e && !*done)
+            socket.cancel(e);
+    });
+    std::array<char, 4096> sink;
+    std::size_t drained = 0;
+    while (!ec && drained < 1024 * 1024) {
+        std::size_t n = 0;
+        std::tie(ec, n) = co_await socket.async_read_some(asio::buffer(sink), asio::as_tuple(asio::use_awaitable));
+        drained += n;
+    }
+    *done = true;
+}
+
+/// Answers a connection beyond `max_connections` 503 and closes it, at the cost of a socket and
+/// a coroutine for at most a second: the connections already accepted are not disturbed.
+inline asio::awaitable<void> refuse(std::shared_ptr<server_core> core, asio::ip::tcp::socket socket)
+{
+    response res = text("Service Unavailable", http::status::service_unavailable);
+    res.set(http::field::server, core->options.server_name);
+    res.set(http::field::date, current_http_date());
+    res.set(http::field::retry_after, "1");
+    res.keep_alive(false);
+    res.prepare_payload();
+    auto [ec, n] = co_await http::async_write(socket, res, asio::as_tuple(asio::use_awaitable));
+    if (!ec)
+        co_await linger(socket);
+    socket.close(ec);
 }
 
 class connection : public std::enable_shared_from_this<connection>, private exchange_owner {
 public:
     connection(std::shared_ptr<server_core> core, asio::ip::tcp::socket socket)
-        : core_(std::move(core)), stream_(std::move(socket))
+        : core_(std::move(core)), socket_(std::move(socket)), deadline_(socket_.get_executor())
     {
         ++core_->open_connections;
     }
@@ -172,39 +218,54 @@ public:
             registered_ = true;
         }
         auto core = core_;
-        // The slot lets a disconnect cancel whatever the request is waiting on.
-        asio::co_spawn(stream_.get_executor(), run(shared_from_this()),
+        // The slot lets a disconnect (or the end of a shutdown's grace) cancel whatever the
+        // request is waiting on.
+        asio::co_spawn(socket_.get_executor(), run(shared_from_this()),
                        asio::bind_cancellation_slot(cancel_request_.slot(), [core](std::exception_ptr e) {
                            if (e)
                                core->log(log_level::error, "connection ended by an exception: " + describe(e));
                        }));
     }
 
-    /// Asks the connection to finish: an idle one closes now, a busy one after its response,
-    /// a suspended request is cancelled (503). Thread-safe.
+    /// A shutdown began: an idle connection closes now, a busy one after its response (which
+    /// carries `Connection: close`). Thread-safe.
     void request_stop()
     {
-        asio::post(stream_.get_executor(), [self = shared_from_this()] {
+        asio::post(socket_.get_executor(), [self = shared_from_this()] {
             self->stopping_ = true;
-            if (self->idle_)
-                self->stream_.cancel();
-            for (const auto& s : self->exchange_.suspensions)
-                s->resolve(cancellation{}, true);
+            beast::error_code ignored;
+            if (self->phase_ == phase::idle)
+                self->socket_.cancel(ignored);
         });
     }
 
-    /// The shutdown grace ran out: whatever still waits is answered 503, a request still being
-    /// read is dropped. Thread-safe.
+    /// The shutdown's grace ran out: a suspended or waiting request is answered 503 with
+    /// Retry-After, a request still being read is dropped. Thread-safe.
     void stop_now()
     {
-        asio::post(stream_.get_executor(), [self = shared_from_this()] {
+        asio::post(socket_.get_executor(), [self = shared_from_this()] {
+            self->stopping_ = true;
             self->hard_stop_ = true;
-            for (const auto& s : self->exchange_.suspensions)
-                s->resolve(cancellation{self->core_->options.shutdown_retry_after}, true);
+            const auto retry_after = self->core_->options.shutdown_retry_after;
+            if (!self->exchange_.suspensions.empty()) {
+                for (const auto& s : self->exchange_.suspensions)
+                    s->resolve(cancellation{retry_after}, true);
+            }
+            else if (self->phase_ == phase::busy) { // an awaitable stage: cancel what it waits on
+                self->shutdown_cancelled_ = true;
+                self->cancel_request_.emit(asio::cancellation_type::terminal);
+            }
+            else if (self->phase_ != phase::write) {
+                beast::error_code ignored;
+                self->socket_.cancel(ignored); // still reading a request: drop it
+            }
         });
     }
 
 private:
+    // What the connection is doing, for its deadline and for a stop.
+    enum class phase : unsigned char { idle, header, body, busy, write };
+
     static asio::awaitable<void> run(std::shared_ptr<connection> self) { co_await self->serve(); }
 
     asio::awaitable<void> serve()
@@ -212,32 +273,67 @@ private:
         // Every operation here reports errors through as_tuple; a cancellation (disconnect) must
         // not turn into an exception at the next co_await.
         co_await asio::this_coro::throw_if_cancelled(false);
-        exchange_.executor = stream_.get_executor();
+        exchange_.executor = socket_.get_executor();
         exchange_.owner = this;
         exchange_.policy = &core_->policy;
+        const server_options& opt = core_->options;
+        bool first = true;
         for (;;) {
             co_await join_watch();
             http::request_parser<http::string_body> parser;
-            parser.header_limit(core_->options.max_header_bytes);
-            parser.body_limit(core_->options.max_body_bytes);
+            parser.header_limit(opt.max_header_bytes);
+            parser.body_limit(opt.max_body_bytes);
 
-            beast::error_code ec;
-            for (;;) {
-                idle_ = buffer_.size() == 0 && !parser.got_some();
-                if (stopping_ && idle_)
+            // The first byte: a kept-alive connection may idle, a new one must send its header.
+            bool header_armed = false;
+            if (buffer_.size() == 0) {
+                if (stopping_)
                     co_return close();
-                std::tie(ec, std::ignore) =
-                    co_await http::async_read(stream_, buffer_, parser, asio::as_tuple(asio::use_awaitable));
-                idle_ = false;
-                // A stop cancels a read that waited for a new request; if bytes of one arrived
-                // meanwhile, the request is in flight: finish reading it and answer it.
-                if (ec != asio::error::operation_aborted || !stopping_ || !parser.got_some())
-                    break;
+                if (first) {
+                    arm(phase::header, opt.header_timeout); // from the accept
+                    header_armed = true;
+                }
+                else
+                    arm(phase::idle, opt.idle_timeout);
+                phase_ = phase::idle; // a stop closes the connection now
+                auto [ec, n] = co_await socket_.async_read_some(buffer_.prepare(beast::read_size(buffer_, 65536)),
+                                                                asio::as_tuple(asio::use_awaitable));
+                buffer_.commit(n);
+                if (ec) {
+                    if (timed_out_)
+                        ++core_->timeouts; // nothing was sent: nothing to answer
+                    else if (!client_went_away(ec))
+                        core_->log(log_level::warning, "read failed: " + ec.message());
+                    co_return close();
+                }
             }
-            if (ec) {
-                co_await reject(ec);
-                co_return;
+            if (header_armed)
+                phase_ = phase::header;
+            else
+                arm(phase::header, opt.header_timeout); // from the request's first byte
+            first = false;
+
+            auto [ec, n] = co_await http::async_read_header(socket_, buffer_, parser, asio::as_tuple(asio::use_awaitable));
+            if (ec)
+                co_return co_await reject_read(ec, !parser.get().target().empty());
+            if (auto status = check_header(parser.get())) {
+                ++core_->rejected;
+                co_return co_await reject(*status);
             }
+            if (!parser.is_done()) {
+                arm(phase::body, opt.body_timeout);
+                if (expects_continue(parser.get())) {
+                    static constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
+                    std::tie(ec, n) = co_await asio::async_write(socket_, asio::buffer(continue_line),
+                                                                 asio::as_tuple(asio::use_awaitable));
+                    if (ec)
+                        co_return co_await reject_read(ec);
+                }
+                std::tie(ec, n) = co_await http::async_read(socket_, buffer_, parser, asio::as_tuple(asio::use_awaitable));
+                if (ec)
+                    co_return co_await reject_read(ec);
+            }
+            arm(phase::busy, {}); // no timeout while the request is handled, suspended or streamed
 
             exchange_.request = parser.release();
             exchange_.params.clear();
@@ -258,16 +354,19 @@ private:
             finish(res, version, keep_alive);
             ++core_->requests; // counted before the write, so a client that has its answer sees it
 
+            arm(phase::write, opt.write_timeout);
             if (head) {
                 http::response_serializer<http::string_body> sr{res};
-                std::tie(ec, std::ignore) =
-                    co_await http::async_write_header(stream_, sr, asio::as_tuple(asio::use_awaitable));
+                std::tie(ec, n) = co_await http::async_write_header(socket_, sr, asio::as_tuple(asio::use_awaitable));
             }
             else
-                std::tie(ec, std::ignore) =
-                    co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
+                std::tie(ec, n) = co_await http::async_write(socket_, res, asio::as_tuple(asio::use_awaitable));
             if (ec) {
-                if (!client_went_away(ec))
+                if (timed_out_) {
+                    ++core_->timeouts;
+                    core_->log(log_level::info, "dropped a client that stopped reading (write timeout)");
+                }
+                else if (!client_went_away(ec))
                     core_->log(log_level::warning, "write failed: " + ec.message());
                 finish_suspensions(true, std::make_exception_ptr(client_disconnected(ec)));
                 co_return close();
@@ -276,6 +375,121 @@ private:
             if (!keep_alive)
                 co_return close();
         }
+    }
+
+    // -- what a request may not do --
+
+    // Checks a parsed header for what Beast's parser lets through; the status to reject it with.
+    static std::optional<http::status> check_header(const request& req)
+    {
+        if (req.version() / 10 != 1) // HTTP/2's preface "PRI * HTTP/2.0" ends here too
+            return http::status::http_version_not_supported;
+        auto te = req.equal_range(http::field::transfer_encoding);
+        if (te.first != te.second) {
+            // A request framed two ways is how requests are smuggled: refuse rather than choose.
+            if (req.version() == 10 || req.count(http::field::content_length) != 0)
+                return http::status::bad_request;
+            unsigned chunked = 0;
+            for (auto it = te.first; it != te.second; ++it)
+                for (auto coding : http::token_list{it->value()}) {
+                    if (!beast::iequals(coding, "chunked"))
+                        return http::status::not_implemented;
+                    ++chunked;
+                }
+            if (chunked != 1)
+                return http::status::bad_request;
+        }
+        auto expect = req[http::field::expect];
+        if (!expect.empty() && !beast::iequals(expect, "100-continue"))
+            return http::status::expectation_failed;
+        return std::nullopt;
+    }
+
+    static bool expects_continue(const request& req)
+    {
+        return req.version() >= 11 && beast::iequals(req[http::field::expect], "100-continue");
+    }
+
+    // A request could not be read: answer what can be answered, then close.
+    asio::awaitable<void> reject_read(const beast::error_code& ec, bool line_parsed = true)
+    {
+        if (timed_out_) {
+            ++core_->timeouts;
+            co_return co_await reject(http::status::request_timeout);
+        }
+        if (ec == asio::error::operation_aborted || client_went_away(ec)) // a stop, or the client left
+            co_return close();
+        if (ec.category() != beast::error_code(http::error::bad_method).category()) {
+            core_->log(log_level::warning, "read failed: " + ec.message());
+            co_return close();
+        }
+        ++core_->rejected;
+        core_->log(log_level::debug, "rejected a request: " + ec.message());
+        if (ec == http::error::header_limit)
+            // Beast consumes the request line once it is complete: then the fields are too long.
+            co_return co_await reject(line_parsed ? http::status::request_header_fields_too_large
+                                                  : http::status::uri_too_long);
+        if (ec == http::error::body_limit)
+            co_return co_await reject(http::status::payload_too_large);
+        co_return co_await reject(http::status::bad_request);
+    }
+
+    // Answers a request that will not be handled, then closes without losing the answer.
+    asio::awaitable<void> reject(http::status status)
+    {
+        response res = text(std::string(http::obsolete_reason(status)), status);
+        finish(res, 11, false);
+        arm(phase::write, core_->options.write_timeout);
+        auto [ec, n] = co_await http::async_write(socket_, res, asio::as_tuple(asio::use_awaitable));
+        if (!ec)
+            co_await linger(socket_);
+        close();
+    }
+
+    // -- the connection's deadline --
+    //
+    // One timer per connection, armed lazily: a phase sets `expiry_`; the timer is only moved
+    // when the new expiry is earlier than the one it waits for. When it fires before `expiry_`
+    // (the phase changed meanwhile) it waits again. When the deadline passes, the pending read
+    // or write is cancelled and `timed_out_` tells serve() why.
+
+    void arm(phase p, std::chrono::milliseconds d)
+    {
+        phase_ = p;
+        timed_out_ = false;
+        if (d <= d.zero()) {
+            expiry_ = asio::steady_timer::time_point::max();
+            return; // a pending wait finds no expiry and stops
+        }
+        expiry_ = asio::steady_timer::clock_type::now() + d;
+        if (!deadline_pending_ || expiry_ < deadline_.expiry()) {
+            deadline_.expires_at(expiry_); // cancels a pending wait, whose handler then returns
+            wait_deadline();
+        }
+    }
+
+    void wait_deadline()
+    {
+        deadline_pending_ = true;
+        deadline_.async_wait([self = shared_from_this()](beast::error_code ec) {
+            if (ec == asio::error::operation_aborted)
+                return; // moved or closed: a newer wait (if any) owns deadline_pending_
+            self->on_deadline();
+        });
+    }
+
+    void on_deadline()
+    {
+        deadline_pending_ = false;
+        if (closed_ || expiry_ == asio::steady_timer::time_point::max())
+            return;
+        if (asio::steady_timer::clock_type::now() < expiry_) {
+            deadline_.expires_at(expiry_);
+            return wait_deadline();
+        }
+        timed_out_ = true;
+        beast::error_code ignored;
+        socket_.cancel(ignored);
     }
 
     // Fires the completion callbacks of the request's suspensions, after the write.
@@ -298,7 +512,7 @@ private:
     // the coroutine's cancellation slot. Bytes that arrive meanwhile are a pipelined request, not
     // a disconnect: they stay in the buffer (up to max_read_ahead_bytes) for the next parse.
 
-    bool stopping() const noexcept override { return stopping_; }
+    bool stopping() const noexcept override { return hard_stop_; }
 
     void watch_for_disconnect() override
     {
@@ -317,7 +531,7 @@ private:
             return;
         }
         watch_pending_ = true;
-        stream_.socket().async_read_some(
+        socket_.async_read_some(
             buffer_.prepare(std::min<std::size_t>(limit - buffer_.size(), 4096)),
             [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->on_read_ahead(ec, n); });
     }
@@ -347,7 +561,7 @@ private:
         watching_ = false;
         if (watch_pending_) {
             beast::error_code ignored;
-            stream_.socket().cancel(ignored);
+            socket_.cancel(ignored);
         }
     }
 
@@ -356,7 +570,7 @@ private:
     {
         while (watch_pending_) {
             if (!join_)
-                join_.emplace(stream_.get_executor(), asio::steady_timer::time_point::max());
+                join_.emplace(socket_.get_executor(), asio::steady_timer::time_point::max());
             co_await join_->async_wait(asio::as_tuple(asio::use_awaitable));
         }
     }
@@ -375,6 +589,10 @@ private:
         }
         if (const chain_error* err = ctx.error()) {
             unhandled = err->exception;
+            if (shutdown_cancelled_) { // the shutdown's grace ended what the request waited on
+                core_->log(log_level::info, "a request still waiting at the end of the shutdown grace got 503");
+                co_return cancelled_response(cancellation{core_->options.shutdown_retry_after});
+            }
             if (!disconnected_)
                 report(*err);
             co_return error_response(err->exception);
@@ -417,49 +635,35 @@ private:
         res.keep_alive(keep_alive);
     }
 
-    // Answers a request that could not be read, then closes; a client that left gets nothing.
-    asio::awaitable<void> reject(const beast::error_code& ec)
-    {
-        const bool parse_error = ec.category() == beast::error_code(http::error::bad_method).category();
-        if (!parse_error || client_went_away(ec)) {
-            if (!client_went_away(ec))
-                core_->log(log_level::warning, "read failed: " + ec.message());
-            co_return close();
-        }
-        http::status status = http::status::bad_request;
-        if (ec == http::error::header_limit)
-            status = http::status::request_header_fields_too_large;
-        else if (ec == http::error::body_limit)
-            status = http::status::payload_too_large;
-        core_->log(log_level::debug, "rejected a request: " + ec.message());
-
-        response res = text(std::string(http::obsolete_reason(status)), status);
-        finish(res, 11, false);
-        co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
-        close();
-    }
-
     void close()
     {
+        closed_ = true;
+        deadline_.cancel();
         beast::error_code ignored;
-        stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-        stream_.socket().close(ignored);
+        socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+        socket_.close(ignored);
     }
 
     std::shared_ptr<server_core> core_;
-    beast::tcp_stream stream_;
+    asio::ip::tcp::socket socket_;
+    asio::steady_timer deadline_; // see arm()
+    asio::steady_timer::time_point expiry_ = asio::steady_timer::time_point::max();
     beast::flat_buffer buffer_;
     exchange exchange_;
     asio::cancellation_signal cancel_request_;  // emitted when the client leaves mid-request
     std::optional<asio::steady_timer> join_;    // wakes serve() when a read-ahead finishes
     beast::error_code disconnect_error_;
-    bool idle_ = false;          // waiting for the first byte of a request
-    bool stopping_ = false;      // the server is stopping: finish the current request, then close
-    bool watching_ = false;      // a request is waiting: read ahead to notice a disconnect
-    bool watch_pending_ = false; // a read-ahead is in flight
-    bool disconnected_ = false;  // the client left while a request was waiting
+    phase phase_ = phase::header;
+    bool deadline_pending_ = false;   // deadline_ has a wait in flight
+    bool timed_out_ = false;          // the current phase's deadline passed
+    bool stopping_ = false;           // the server is stopping: finish the current request, then close
+    bool hard_stop_ = false;          // the shutdown's grace ran out
+    bool shutdown_cancelled_ = false; // ...and cancelled what the request waited on
+    bool watching_ = false;           // a request is waiting: read ahead to notice a disconnect
+    bool watch_pending_ = false;      // a read-ahead is in flight
+    bool disconnected_ = false;       // the client left while a request was waiting
+    bool closed_ = false;
     bool registered_ = false;
-    bool hard_stop_ = false;     // the shutdown grace ran out
     std::list<std::weak_ptr<connection>>::iterator self_in_live_;
 };
 
