@@ -107,15 +107,16 @@ public:
 
     /// Stops gracefully, from any thread; see `async_stop`. `io_context::run` returns once all
     /// is done.
-    void stop(std::chrono::milliseconds grace) { begin_stop(grace, asio::any_completion_handler<void()>([] {})); }
+    void stop(std::chrono::milliseconds grace) { begin_stop(grace, {}); }
 
     /// Stops gracefully, from any thread, and completes (`void()`) once every connection is gone:
     /// accepting stops at once and idle connections close; requests in flight have `grace` to
     /// finish (their responses carry `Connection: close`); then every request still suspended or
     /// waiting is answered 503 with `Retry-After: options().shutdown_retry_after` (on_complete
     /// fires) and connections still reading a request are closed. A second call does not restart
-    /// the grace; it completes with the first. From a thread that does not run the io_context:
-    /// `srv.async_stop(5s, asio::use_future).wait()`.
+    /// the grace; it completes with the first. Like any Asio operation it completes through the
+    /// io_context, which must be running (or run again after `restart`). From a thread that does
+    /// not run the io_context: `srv.async_stop(5s, asio::use_future).wait()`.
     template <class CompletionToken = asio::default_completion_token_t<asio::any_io_executor>>
     auto async_stop(std::chrono::milliseconds grace, CompletionToken&& token = {})
     {
@@ -143,16 +144,18 @@ public:
     const server_options& options() const noexcept { return core_->options; }
 
 private:
-    void begin_stop(std::chrono::milliseconds grace, asio::any_completion_handler<void()> handler)
+    void begin_stop(std::chrono::milliseconds grace, asio::any_completion_handler<void()> handler) // may be empty
     {
         std::vector<std::shared_ptr<detail::connection>> open;
         {
             std::lock_guard lock(core_->mutex);
             if (core_->stopped) {
-                core_->complete_stop_waiter(std::move(handler));
+                if (handler)
+                    core_->complete_stop_waiter(std::move(handler));
                 return;
             }
-            core_->stop_waiters.push_back(std::move(handler));
+            if (handler)
+                core_->stop_waiters.push_back(std::move(handler));
             if (core_->stopping)
                 return; // the first call's grace runs
             core_->stopping = true;

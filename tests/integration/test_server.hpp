@@ -196,29 +196,73 @@ inline std::vector<int> concurrent_gets(std::uint16_t port, const std::string& t
     return statuses;
 }
 
-/// Collects what a server logs.
+/// Collects what a server logs, with the level of each line.
 class log_capture {
 public:
+    struct line {
+        plinth::log_level level;
+        std::string text;
+    };
+
     plinth::log_function hook()
     {
-        return [this](plinth::log_level, std::string_view line) {
+        return [this](plinth::log_level level, std::string_view text) {
             std::lock_guard lock(mutex_);
-            lines_.emplace_back(line);
+            lines_.push_back({level, std::string(text)});
         };
     }
 
+    /// A line, at any level, contains `text`.
     bool contains(std::string_view text) const
     {
         std::lock_guard lock(mutex_);
         for (const auto& l : lines_)
-            if (l.find(text) != std::string::npos)
+            if (l.text.find(text) != std::string::npos)
                 return true;
         return false;
     }
 
+    /// A line at exactly `level` contains `text`.
+    bool contains(plinth::log_level level, std::string_view text) const
+    {
+        std::lock_guard lock(mutex_);
+        for (const auto& l : lines_)
+            if (l.level == level && l.text.find(text) != std::string::npos)
+                return true;
+        return false;
+    }
+
+    /// How many lines were logged at `level` or above.
+    std::size_t count_at_least(plinth::log_level level) const
+    {
+        std::lock_guard lock(mutex_);
+        std::size_t n = 0;
+        for (const auto& l : lines_)
+            if (l.level >= level)
+                ++n;
+        return n;
+    }
+
+    /// Every line so far, in order.
+    std::vector<line> lines() const
+    {
+        std::lock_guard lock(mutex_);
+        return lines_;
+    }
+
+    /// Every line so far, "level: text" one a line (for INFO in a failing test).
+    std::string dump() const
+    {
+        std::lock_guard lock(mutex_);
+        std::string out;
+        for (const auto& l : lines_)
+            out += std::string(plinth::to_string(l.level)) + ": " + l.text + "\n";
+        return out;
+    }
+
 private:
     mutable std::mutex mutex_;
-    std::vector<std::string> lines_;
+    std::vector<line> lines_;
 };
 
 } // namespace plinth_test

@@ -114,7 +114,7 @@ struct server_core : std::enable_shared_from_this<server_core> {
             complete_stop_waiter(std::move(w));
     }
 
-    // Through the waiter's own executor when it has one (post honours it), else the server's.
+    // Like any Asio operation's: through the server's executor, then the waiter's own if it has one.
     void complete_stop_waiter(asio::any_completion_handler<void()> w) { asio::post(executor, std::move(w)); }
 };
 
