@@ -90,14 +90,12 @@ private:
     std::size_t finished_ = 0;
 };
 
-/// A blocking HTTP/1.1 client on one connection; every read gives up after 10 s.
+/// A blocking HTTP/1.1 client on one connection; every read gives up (and fails the test) after 10 s.
 class client {
 public:
     explicit client(std::uint16_t port) : socket_(ioc_)
     {
         socket_.connect({asio::ip::make_address("127.0.0.1"), port});
-        timeval tv{10, 0};
-        ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     }
 
     void write_raw(std::string_view bytes) { asio::write(socket_, asio::buffer(bytes)); }
@@ -108,7 +106,12 @@ public:
         http::response_parser<http::string_body> parser;
         parser.skip(head_request);
         parser.body_limit(boost::none);
-        http::read(socket_, buffer_, parser);
+        // Asynchronously, so the read can time out (Asio's blocking reads retry past SO_RCVTIMEO).
+        beast::error_code ec = asio::error::would_block;
+        http::async_read(socket_, buffer_, parser, [&](beast::error_code e, std::size_t) { ec = e; });
+        run_for_a_while();
+        if (ec)
+            throw beast::system_error(ec);
         return parser.release();
     }
 
@@ -130,8 +133,9 @@ public:
         if (buffer_.size() != 0)
             return false;
         char byte;
-        beast::error_code ec;
-        socket_.read_some(asio::buffer(&byte, 1), ec);
+        beast::error_code ec = asio::error::would_block;
+        socket_.async_read_some(asio::buffer(&byte, 1), [&](beast::error_code e, std::size_t) { ec = e; });
+        run_for_a_while();
         return ec == asio::error::eof || ec == asio::error::connection_reset;
     }
 
@@ -145,6 +149,20 @@ public:
     int native_handle() { return socket_.native_handle(); }
 
 private:
+    // Runs the pending read for up to 10 s; one that is still pending then is cancelled and
+    // fails the test.
+    void run_for_a_while()
+    {
+        ioc_.restart();
+        ioc_.run_for(std::chrono::seconds(10));
+        if (!ioc_.stopped()) {
+            socket_.cancel();
+            ioc_.restart();
+            ioc_.run();
+            FAIL_CHECK("no answer from the server within 10 s");
+        }
+    }
+
     asio::io_context ioc_;
     tcp::socket socket_;
     beast::flat_buffer buffer_;

@@ -382,7 +382,7 @@ private:
     // Checks a parsed header for what Beast's parser lets through; the status to reject it with.
     static std::optional<http::status> check_header(const request& req)
     {
-        if (req.version() / 10 != 1) // HTTP/2's preface "PRI * HTTP/2.0" ends here too
+        if (req.version() / 10 != 1) // Beast 1.81 already refuses these (see well_formed_version)
             return http::status::http_version_not_supported;
         auto te = req.equal_range(http::field::transfer_encoding);
         if (te.first != te.second) {
@@ -431,7 +431,28 @@ private:
                                                   : http::status::uri_too_long);
         if (ec == http::error::body_limit)
             co_return co_await reject(http::status::payload_too_large);
+        if (ec == http::error::bad_version && well_formed_version())
+            co_return co_await reject(http::status::http_version_not_supported);
         co_return co_await reject(http::status::bad_request);
+    }
+
+    // Beast rejects every version but 1.0 and 1.1 as malformed; a well-formed other one (HTTP/2's
+    // preface "PRI * HTTP/2.0" included) deserves 505. The unparsed request line is still buffered.
+    bool well_formed_version() const
+    {
+        std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+        const auto eol = data.find('\n');
+        if (eol == std::string_view::npos)
+            return false;
+        auto line = data.substr(0, eol);
+        if (!line.empty() && line.back() == '\r')
+            line.remove_suffix(1);
+        const auto space = line.rfind(' ');
+        if (space == std::string_view::npos)
+            return false;
+        const auto v = line.substr(space + 1);
+        auto digit = [](char c) { return c >= '0' && c <= '9'; };
+        return v.size() == 8 && v.substr(0, 5) == "HTTP/" && digit(v[5]) && v[6] == '.' && digit(v[7]);
     }
 
     // Answers a request that will not be handled, then closes without losing the answer.
