@@ -12,6 +12,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
@@ -137,6 +138,25 @@ public:
         socket_.async_read_some(asio::buffer(&byte, 1), [&](beast::error_code e, std::size_t) { ec = e; });
         run_for_a_while();
         return ec == asio::error::eof || ec == asio::error::connection_reset;
+    }
+
+    /// Exactly `n` bytes as they arrive, outside any response (an interim "100 Continue", part of
+    /// a body); gives up like read().
+    std::string read_raw(std::size_t n)
+    {
+        if (buffer_.size() < n) {
+            beast::error_code ec = asio::error::would_block;
+            asio::async_read(socket_, buffer_.prepare(n - buffer_.size()), [&](beast::error_code e, std::size_t got) {
+                ec = e;
+                buffer_.commit(got);
+            });
+            run_for_a_while();
+            if (ec)
+                throw beast::system_error(ec);
+        }
+        std::string bytes(static_cast<const char*>(buffer_.data().data()), n);
+        buffer_.consume(n);
+        return bytes;
     }
 
     /// Closes the connection from this side.
