@@ -15,6 +15,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
@@ -22,6 +23,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -69,7 +71,7 @@ flags parse_flags(int argc, char** argv)
         else if (arg == "--port")
             o.port = parse_number<std::uint16_t>(value(), arg);
         else if (arg == "--threads")
-            f.threads = std::max(1u, parse_number<unsigned>(value(), arg));
+            f.threads = std::clamp(parse_number<unsigned>(value(), arg), 1u, 256u);
         else if (arg == "--max-header-bytes")
             o.max_header_bytes = parse_number<std::uint32_t>(value(), arg);
         else if (arg == "--max-body-bytes")
@@ -270,10 +272,18 @@ int main(int argc, char** argv)
         return 1;
     }
 
-    asio::signal_set signals{ioc, SIGINT, SIGTERM};
+    asio::signal_set signals{asio::make_strand(ioc), SIGINT, SIGTERM};
+    // The first signal stops gracefully; a second one, during the grace, stops at once.
     signals.async_wait([&](const boost::system::error_code& ec, int) {
-        if (!ec)
-            srv.stop();
+        if (ec)
+            return;
+        srv.async_stop(f.options.shutdown_grace, [&] {
+            asio::post(signals.get_executor(), [&] { signals.cancel(); }); // run() may now return
+        });
+        signals.async_wait([&](const boost::system::error_code& ec, int) {
+            if (!ec)
+                ioc.stop();
+        });
     });
 
     std::cout << "plinth-example listening on http://" << f.options.address << ":" << srv.port() << " with " << f.threads
@@ -284,6 +294,7 @@ int main(int argc, char** argv)
         pool.emplace_back([&ioc] { ioc.run(); });
     ioc.run();
     pool.clear();
+    workers.stop(); // an /offload still sleeping has nobody left to answer
     std::cout << "plinth-example stopped after " << srv.stats().requests << " request(s)" << std::endl;
     return 0;
 }

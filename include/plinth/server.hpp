@@ -107,7 +107,7 @@ public:
 
     /// Stops gracefully, from any thread; see `async_stop`. `io_context::run` returns once all
     /// is done.
-    void stop(std::chrono::milliseconds grace) { begin_stop(grace, {}); }
+    void stop(std::chrono::milliseconds grace) { begin_stop(core_, acceptor_, grace, {}); }
 
     /// Stops gracefully, from any thread, and completes (`void()`) once every connection is gone:
     /// accepting stops at once and idle connections close; requests in flight have `grace` to
@@ -121,7 +121,9 @@ public:
     auto async_stop(std::chrono::milliseconds grace, CompletionToken&& token = {})
     {
         return asio::async_initiate<CompletionToken, void()>(
-            [this, grace](auto handler) { begin_stop(grace, asio::any_completion_handler<void()>(std::move(handler))); },
+            [core = core_, acceptor = acceptor_, grace](auto handler) {
+                begin_stop(core, acceptor, grace, asio::any_completion_handler<void()>(std::move(handler)));
+            },
             token);
     }
 
@@ -144,33 +146,36 @@ public:
     const server_options& options() const noexcept { return core_->options; }
 
 private:
-    void begin_stop(std::chrono::milliseconds grace, asio::any_completion_handler<void()> handler) // may be empty
+    // Static: a deferred async_stop may be launched after the server object is gone.
+    static void begin_stop(const std::shared_ptr<detail::server_core>& core,
+                           const std::shared_ptr<asio::ip::tcp::acceptor>& acceptor, std::chrono::milliseconds grace,
+                           asio::any_completion_handler<void()> handler) // may be empty
     {
         std::vector<std::shared_ptr<detail::connection>> open;
         {
-            std::lock_guard lock(core_->mutex);
-            if (core_->stopped) {
+            std::lock_guard lock(core->mutex);
+            if (core->stopped) {
                 if (handler)
-                    core_->complete_stop_waiter(std::move(handler));
+                    core->complete_stop_waiter(std::move(handler));
                 return;
             }
             if (handler)
-                core_->stop_waiters.push_back(std::move(handler));
-            if (core_->stopping)
+                core->stop_waiters.push_back(std::move(handler));
+            if (core->stopping)
                 return; // the first call's grace runs
-            core_->stopping = true;
-            for (const auto& w : core_->live)
+            core->stopping = true;
+            for (const auto& w : core->live)
                 if (auto c = w.lock())
                     open.push_back(std::move(c));
         }
-        asio::post(acceptor_->get_executor(), [core = core_, acceptor = acceptor_, grace] {
+        asio::post(acceptor->get_executor(), [core, acceptor, grace] {
             beast::error_code ignored;
             acceptor->close(ignored);
             core->arm_grace(acceptor->get_executor(), grace);
         });
         for (const auto& c : open)
             c->request_stop();
-        core_->check_stopped();
+        core->check_stopped();
     }
 
     void before_start(const char* what) const

@@ -64,12 +64,14 @@ public:
     /// Sends `signal` and returns the exit status.
     int stop(int signal)
     {
-        ::kill(pid_, signal);
+        send(signal);
         int status = 0;
         ::waitpid(pid_, &status, 0);
         pid_ = -1;
         return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     }
+
+    void send(int signal) { ::kill(pid_, signal); }
 
 private:
     pid_t pid_ = -1;
@@ -158,6 +160,20 @@ TEST_CASE("example server: an unknown flag is an error, not ignored", "[example]
     std::string binary = PLINTH_EXAMPLE_SERVER;
     std::string command = binary + " --max-header-byte 10 2>/dev/null";
     CHECK(WEXITSTATUS(std::system(command.c_str())) == 2);
+}
+
+TEST_CASE("example server: a second signal during the grace stops it at once", "[example]")
+{
+    example_process example{{"--shutdown-grace-ms", "60000"}};
+    client waiting{example.port()};
+    waiting.write_raw("GET /suspend HTTP/1.1\r\nHost: t\r\n\r\n");
+    client c{example.port()};
+    wait_until([&] { return c.get("/stats").body().find("\"suspended\":1") != std::string::npos; });
+    example.send(SIGTERM);
+    CHECK(c.closed_by_server()); // the graceful stop began: idle connections close
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK(example.stop(SIGINT) == 0);
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
 }
 
 TEST_CASE("example server: SIGINT exits 0 too", "[example]")

@@ -325,6 +325,39 @@ TEST_CASE("hardening: chunk data without its CRLF gets 400 and the connection cl
                    http::status::bad_request);
 }
 
+TEST_CASE("hardening: a chunk extension longer than the connection's buffer gets 400 without waiting for the body "
+          "timeout",
+          "[hardening]")
+{
+    // No parser limit covers chunk extensions: the bounded read buffer does.
+    check_rejected("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;ext=" + std::string(200'000, 'a'),
+                   http::status::bad_request);
+}
+
+TEST_CASE("hardening: trailer fields of a chunked body do not become request headers", "[hardening]")
+{
+    std::vector<plinth::route> routes{
+        {http::verb::post, "/who", [](const plinth::request& r) { return plinth::text(std::string(r["X-User"]) + "|"); }}};
+    test_server srv{std::move(routes)};
+    client c{srv.port()};
+    c.write_raw("POST /who HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "5\r\nhello\r\n0\r\nX-User: admin\r\n\r\n");
+    auto res = c.read();
+    CHECK(res.result() == http::status::ok);
+    CHECK(res.body() == "|");
+}
+
+TEST_CASE("hardening: empty lines before a request are ignored", "[hardening]")
+{
+    app a;
+    test_server srv{a.routes()};
+    client c{srv.port()};
+    c.write_raw("\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\r\n"
+                "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(c.read().body() == "hi");
+    CHECK(c.read().body() == "Hello");
+}
+
 // -- unsupported codings and versions --
 
 TEST_CASE("hardening: Transfer-Encoding gzip then chunked gets 501 and the connection closes", "[hardening]")
@@ -337,6 +370,25 @@ TEST_CASE("hardening: Transfer-Encoding: identity gets 501 and the connection cl
 {
     check_rejected("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\nhello",
                    http::status::not_implemented);
+}
+
+TEST_CASE("hardening: a transfer coding with parameters or junk after chunked gets 501", "[hardening]")
+{
+    check_rejected("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked;x=1\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                   http::status::not_implemented);
+    check_rejected("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked x\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                   http::status::not_implemented);
+}
+
+TEST_CASE("hardening: an HTTP/1.1 request without Host or with two gets 400", "[hardening]")
+{
+    check_rejected("GET /hello HTTP/1.1\r\n\r\n", http::status::bad_request);
+    check_rejected("GET /hello HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", http::status::bad_request);
+}
+
+TEST_CASE("hardening: a request line ended by a bare LF gets 400 even with an unknown version", "[hardening]")
+{
+    check_rejected("GET /hello HTTP/2.0\nHost: x\r\n\r\n", http::status::bad_request);
 }
 
 TEST_CASE("hardening: HTTP/2.0 in a request line gets 505 and the connection closes", "[hardening]")
@@ -389,6 +441,17 @@ TEST_CASE("hardening: headers over max_header_bytes get 431 and the connection c
         req += line;
     }
     check_rejected(req + "\r\n", http::status::request_header_fields_too_large);
+}
+
+TEST_CASE("hardening: headers over max_header_bytes sent after the request line get 431 and not 414", "[hardening]")
+{
+    app a;
+    test_server srv{a.routes()};
+    client c{srv.port()};
+    c.write_raw("GET /hello HTTP/1.1\r\n");
+    wait_until([&] { return srv.server().stats().connections == 1; });
+    c.write_raw("Host: x\r\nX-Big: " + std::string(9000, 'b') + "\r\n\r\n");
+    check_rejected_and_closed(c, http::status::request_header_fields_too_large);
 }
 
 TEST_CASE("hardening: a Content-Length over max_body_bytes gets 413 before any body is sent", "[hardening]")

@@ -413,7 +413,9 @@ TEST_CASE("shutdown: idle keep-alive connections are closed at once and, with no
     CHECK(used.closed_by_server());
     CHECK(silent.closed_by_server());
     CHECK(ms_since(t0) < 1000);
-    REQUIRE(stopped.wait_for(5s) == std::future_status::ready);
+    const bool done = stopped.wait_for(5s) == std::future_status::ready;
+    INFO("connections still open: " << srv.server().stats().connections);
+    REQUIRE(done);
     CHECK(ms_since(t0) < 1000);
     CHECK(srv.server().stats().connections == 0);
 }
@@ -510,6 +512,30 @@ TEST_CASE("shutdown: a request whose handler suspends after the stop began is an
     check_503_at_end_of_grace(c, t0, 900ms, 4000ms); // not when it suspended
     CHECK(stopped.wait_for(3s) == std::future_status::ready);
     CHECK(lot.completed == 1);
+}
+
+TEST_CASE("shutdown: an awaitable stage that runs after the request's suspension finished is still cut at the end "
+          "of the grace",
+          "[shutdown]")
+{
+    std::promise<void> leaving;
+    plinth::interceptor slow_leave{.name = "slow-leave", .leave = [&](plinth::context&) -> asio::awaitable<void> {
+                                       leaving.set_value();
+                                       asio::steady_timer t{co_await asio::this_coro::executor, 30s};
+                                       co_await t.async_wait(asio::use_awaitable);
+                                   }};
+    std::vector<plinth::route> routes{
+        {http::verb::get, "/p", {slow_leave},
+         [](const plinth::request&, plinth::async_response ar) { ar.resume(plinth::text("resumed")); }}};
+    test_server srv{std::move(routes), shutdown_options()};
+    client c{srv.port()};
+    c.write_raw("GET /p HTTP/1.1\r\nHost: t\r\n\r\n");
+    REQUIRE(leaving.get_future().wait_for(5s) == std::future_status::ready);
+
+    const auto t0 = steady::now();
+    auto stopped = srv.server().async_stop(300ms, asio::use_future);
+    check_503_at_end_of_grace(c, t0, 250ms, 4000ms);
+    CHECK(stopped.wait_for(3s) == std::future_status::ready);
 }
 
 TEST_CASE("shutdown: a request that arrives during the grace on a connection already reading it is answered "

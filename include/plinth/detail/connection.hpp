@@ -154,8 +154,10 @@ inline asio::awaitable<void> linger(asio::ip::tcp::socket& socket)
     auto done = std::make_shared<bool>(false);
     asio::steady_timer limit{socket.get_executor(), std::chrono::seconds(1)};
     limit.async_wait([&socket, done](beast::error_code e) {
-        if (!e && !*done)
+        if (!e && !*done) { // shut down too: a read that completed just before would start another
+            socket.shutdown(asio::ip::tcp::socket::shutdown_receive, e);
             socket.cancel(e);
+        }
     });
     std::array<char, 4096> sink;
     std::size_t drained = 0;
@@ -187,6 +189,9 @@ class connection : public std::enable_shared_from_this<connection>, private exch
 public:
     connection(std::shared_ptr<server_core> core, asio::ip::tcp::socket socket)
         : core_(std::move(core)), socket_(std::move(socket)), deadline_(socket_.get_executor())
+        // Bounded, so that what no parser limit covers (chunk extensions, trailers) cannot
+        // grow it: Beast then fails the read with buffer_overflow, answered 400.
+        , buffer_(std::max<std::size_t>(core_->options.max_header_bytes, core_->options.max_read_ahead_bytes) + 64 * 1024)
     {
         ++core_->open_connections;
     }
@@ -247,17 +252,24 @@ public:
             self->stopping_ = true;
             self->hard_stop_ = true;
             const auto retry_after = self->core_->options.shutdown_retry_after;
-            if (!self->exchange_.suspensions.empty()) {
-                for (const auto& s : self->exchange_.suspensions)
-                    s->resolve(cancellation{retry_after}, true);
-            }
-            else if (self->phase_ == phase::busy) { // an awaitable stage: cancel what it waits on
+            bool resolved = false; // a suspension that already finished leaves the stage to cancel
+            for (const auto& s : self->exchange_.suspensions)
+                resolved = s->resolve(cancellation{retry_after}, true) || resolved;
+            if (resolved)
+                return;
+            switch (self->phase_) {
+            case phase::busy: // an awaitable stage: cancel what it waits on
                 self->shutdown_cancelled_ = true;
                 self->cancel_request_.emit(asio::cancellation_type::terminal);
-            }
-            else if (self->phase_ != phase::write) {
+                break;
+            case phase::write: // the response (or a 503) goes out, but not slowly
+                self->arm(phase::write, self->write_deadline());
+                break;
+            default: { // still reading a request: drop it
                 beast::error_code ignored;
-                self->socket_.cancel(ignored); // still reading a request: drop it
+                self->socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+                self->socket_.cancel(ignored);
+            }
             }
         });
     }
@@ -285,23 +297,25 @@ private:
             parser.body_limit(opt.max_body_bytes);
 
             // The first byte: a kept-alive connection may idle, a new one must send its header.
+            // Empty lines before a request are ignored (RFC 9112 2.2: some clients send a CRLF
+            // after a body).
             bool header_armed = false;
-            if (buffer_.size() == 0) {
+            while (skip_empty_lines(), buffer_.size() == 0) {
                 if (stopping_)
                     co_return close();
-                if (first) {
+                if (first && !header_armed) {
                     arm(phase::header, opt.header_timeout); // from the accept
                     header_armed = true;
                 }
-                else
+                else if (!header_armed)
                     arm(phase::idle, opt.idle_timeout);
                 phase_ = phase::idle; // a stop closes the connection now
                 auto [ec, n] = co_await socket_.async_read_some(buffer_.prepare(beast::read_size(buffer_, 65536)),
                                                                 asio::as_tuple(asio::use_awaitable));
                 buffer_.commit(n);
-                if (ec) {
+                if (ec || timed_out_) {
                     if (timed_out_)
-                        ++core_->timeouts; // nothing was sent: nothing to answer
+                        ++core_->timeouts; // nothing (but empty lines) was sent: nothing to answer
                     else if (!client_went_away(ec))
                         core_->log(log_level::warning, "read failed: " + ec.message());
                     co_return close();
@@ -329,9 +343,15 @@ private:
                     if (ec)
                         co_return co_await reject_read(ec);
                 }
+                const auto fields = std::distance(parser.get().begin(), parser.get().end());
                 std::tie(ec, n) = co_await http::async_read(socket_, buffer_, parser, asio::as_tuple(asio::use_awaitable));
                 if (ec)
                     co_return co_await reject_read(ec);
+                // Beast adds a chunked body's trailer fields to the headers; a trailer must not
+                // pass for a header that was checked (or that a proxy in front saw), so drop them.
+                auto& req = parser.get();
+                for (auto it = std::next(req.begin(), fields); it != req.end();)
+                    it = req.erase(it);
             }
             arm(phase::busy, {}); // no timeout while the request is handled, suspended or streamed
 
@@ -354,7 +374,7 @@ private:
             finish(res, version, keep_alive);
             ++core_->requests; // counted before the write, so a client that has its answer sees it
 
-            arm(phase::write, opt.write_timeout);
+            arm(phase::write, write_deadline());
             if (head) {
                 http::response_serializer<http::string_body> sr{res};
                 std::tie(ec, n) = co_await http::async_write_header(socket_, sr, asio::as_tuple(asio::use_awaitable));
@@ -384,18 +404,29 @@ private:
     {
         if (req.version() / 10 != 1) // Beast 1.81 already refuses these (see well_formed_version)
             return http::status::http_version_not_supported;
+        if (req.count(http::field::host) > 1 || (req.version() == 11 && req.count(http::field::host) == 0))
+            return http::status::bad_request; // RFC 9112 3.2
         auto te = req.equal_range(http::field::transfer_encoding);
         if (te.first != te.second) {
             // A request framed two ways is how requests are smuggled: refuse rather than choose.
             if (req.version() == 10 || req.count(http::field::content_length) != 0)
                 return http::status::bad_request;
+            // Each element exactly "chunked", once: Beast's token_list stops quietly at a syntax
+            // error ("chunked;x", "chunked x"), which a proxy in front may read otherwise.
             unsigned chunked = 0;
-            for (auto it = te.first; it != te.second; ++it)
-                for (auto coding : http::token_list{it->value()}) {
+            for (auto it = te.first; it != te.second; ++it) {
+                std::string_view list = it->value();
+                while (!list.empty()) {
+                    const auto comma = list.find(',');
+                    auto coding = trim(list.substr(0, comma));
+                    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+                    if (coding.empty())
+                        continue;
                     if (!beast::iequals(coding, "chunked"))
                         return http::status::not_implemented;
                     ++chunked;
                 }
+            }
             if (chunked != 1)
                 return http::status::bad_request;
         }
@@ -403,6 +434,37 @@ private:
         if (!expect.empty() && !beast::iequals(expect, "100-continue"))
             return http::status::expectation_failed;
         return std::nullopt;
+    }
+
+    static std::string_view trim(std::string_view s)
+    {
+        while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+            s.remove_prefix(1);
+        while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+            s.remove_suffix(1);
+        return s;
+    }
+
+    void skip_empty_lines()
+    {
+        for (;;) {
+            std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+            if (data.starts_with("\r\n"))
+                buffer_.consume(2);
+            else if (data.starts_with("\n"))
+                buffer_.consume(1);
+            else
+                return;
+        }
+    }
+
+    // After the shutdown's grace a response may not take long to write either.
+    std::chrono::milliseconds write_deadline() const
+    {
+        const auto d = core_->options.write_timeout;
+        if (!hard_stop_)
+            return d;
+        return d > d.zero() ? std::min(d, std::chrono::milliseconds(1000)) : std::chrono::milliseconds(1000);
     }
 
     static bool expects_continue(const request& req)
@@ -427,8 +489,8 @@ private:
         core_->log(log_level::debug, "rejected a request: " + ec.message());
         if (ec == http::error::header_limit)
             // Beast consumes the request line once it is complete: then the fields are too long.
-            co_return co_await reject(line_parsed ? http::status::request_header_fields_too_large
-                                                  : http::status::uri_too_long);
+            co_return co_await reject(line_parsed || request_line_ended() ? http::status::request_header_fields_too_large
+                                                                          : http::status::uri_too_long);
         if (ec == http::error::body_limit)
             co_return co_await reject(http::status::payload_too_large);
         if (ec == http::error::bad_version && well_formed_version())
@@ -436,23 +498,29 @@ private:
         co_return co_await reject(http::status::bad_request);
     }
 
+    // Whether the buffered request line ended within the header limit (Beast parses it only
+    // once the whole header is in, and keeps it buffered until then).
+    bool request_line_ended() const
+    {
+        std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+        return data.substr(0, core_->options.max_header_bytes).find('\n') != std::string_view::npos;
+    }
+
     // Beast rejects every version but 1.0 and 1.1 as malformed; a well-formed other one (HTTP/2's
     // preface "PRI * HTTP/2.0" included) deserves 505. The unparsed request line is still buffered.
     bool well_formed_version() const
     {
         std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
-        const auto eol = data.find('\n');
+        const auto eol = data.find("\r\n");
         if (eol == std::string_view::npos)
-            return false;
+            return false; // a bare LF is malformed, whatever the version
         auto line = data.substr(0, eol);
-        if (!line.empty() && line.back() == '\r')
-            line.remove_suffix(1);
         const auto space = line.rfind(' ');
         if (space == std::string_view::npos)
             return false;
         const auto v = line.substr(space + 1);
         auto digit = [](char c) { return c >= '0' && c <= '9'; };
-        return v.size() == 8 && v.substr(0, 5) == "HTTP/" && digit(v[5]) && v[6] == '.' && digit(v[7]);
+        return v.size() == 8 && v.substr(0, 5) == "HTTP/" && digit(v[5]) && v[5] != '1' && v[6] == '.' && digit(v[7]);
     }
 
     // Answers a request that will not be handled, then closes without losing the answer.
@@ -460,7 +528,7 @@ private:
     {
         response res = text(std::string(http::obsolete_reason(status)), status);
         finish(res, 11, false);
-        arm(phase::write, core_->options.write_timeout);
+        arm(phase::write, write_deadline());
         auto [ec, n] = co_await http::async_write(socket_, res, asio::as_tuple(asio::use_awaitable));
         if (!ec)
             co_await linger(socket_);
@@ -509,7 +577,13 @@ private:
             return wait_deadline();
         }
         timed_out_ = true;
+        // Shut down as well as cancel: a read or write that completed just before this handler
+        // ran would otherwise start its next step with no deadline. A read phase keeps the send
+        // side for its 408.
         beast::error_code ignored;
+        socket_.shutdown(phase_ == phase::header || phase_ == phase::body ? asio::ip::tcp::socket::shutdown_receive
+                                                                          : asio::ip::tcp::socket::shutdown_both,
+                         ignored);
         socket_.cancel(ignored);
     }
 
