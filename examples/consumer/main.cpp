@@ -28,6 +28,7 @@ int main()
             beast::tcp_stream stream{ioc};
             co_await stream.async_connect(srv.local_endpoint(), asio::use_awaitable);
             http::request<http::empty_body> req{http::verb::get, "/hello", 11};
+            req.set(http::field::host, "localhost"); // HTTP/1.1 requires it
             co_await http::async_write(stream, req, asio::use_awaitable);
             beast::flat_buffer buffer;
             http::response<http::string_body> res;
