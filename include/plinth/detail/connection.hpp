@@ -299,17 +299,13 @@ private:
             // The first byte: a kept-alive connection may idle, a new one must send its header.
             // Empty lines before a request are ignored (RFC 9112 2.2: some clients send a CRLF
             // after a body).
-            bool header_armed = false;
+            bool waited = false;
             while (skip_empty_lines(), buffer_.size() == 0) {
                 if (stopping_)
                     co_return close();
-                if (first && !header_armed) {
-                    arm(phase::header, opt.header_timeout); // from the accept
-                    header_armed = true;
-                }
-                else if (!header_armed)
-                    arm(phase::idle, opt.idle_timeout);
-                phase_ = phase::idle; // a stop closes the connection now
+                if (!waited) // a new connection's header deadline runs from the accept
+                    arm(phase::idle, first ? opt.header_timeout : opt.idle_timeout);
+                waited = true;
                 auto [ec, n] = co_await socket_.async_read_some(buffer_.prepare(beast::read_size(buffer_, 65536)),
                                                                 asio::as_tuple(asio::use_awaitable));
                 buffer_.commit(n);
@@ -321,7 +317,7 @@ private:
                     co_return close();
                 }
             }
-            if (header_armed)
+            if (first && waited)
                 phase_ = phase::header;
             else
                 arm(phase::header, opt.header_timeout); // from the request's first byte
