@@ -64,19 +64,6 @@ bool eventually(F done, std::chrono::milliseconds timeout = 5000ms)
     return true;
 }
 
-std::string describe(const std::exception_ptr& e)
-{
-    try {
-        std::rethrow_exception(e);
-    }
-    catch (const std::exception& x) {
-        return x.what();
-    }
-    catch (...) {
-        return "?";
-    }
-}
-
 /// Reads `c`'s answer, which the end of the grace must have cut short: 503 with the Retry-After
 /// configured above, `earliest` to `latest` after the stop began at `t0`.
 void check_503_at_end_of_grace(client& c, steady::time_point t0, std::chrono::milliseconds earliest,
@@ -218,7 +205,7 @@ std::future<std::vector<reply>> start_gets(std::uint16_t port, std::string targe
                 },
                 [&r](std::exception_ptr e) {
                     if (e)
-                        r.error = describe(e);
+                        r.error = plinth::detail::describe(e); // the server's own one-line description
                 });
         ioc.run();
         return replies;
