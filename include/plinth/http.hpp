@@ -12,6 +12,7 @@
 #include <plinth/async_response.hpp>
 #include <plinth/chain.hpp>
 #include <plinth/detail/http_date.hpp>
+#include <plinth/detail/stream_state.hpp>
 #include <plinth/detail/uri.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -155,6 +156,7 @@ struct suspension_stats {
     std::atomic<std::uint64_t> timed_out{0};    ///< timed out and not resolved by a handler
     std::atomic<std::uint64_t> disconnected{0}; ///< the client went away first
     std::atomic<std::uint64_t> completed{0};    ///< on_complete fired
+    std::atomic<std::uint64_t> streams{0};      ///< streamed responses (chunked, events) open now
 };
 
 namespace detail {
@@ -165,6 +167,7 @@ struct suspension_policy {
     std::uint64_t max_suspended = std::numeric_limits<std::uint64_t>::max();
     log_function log = log_to_stderr;
     std::chrono::seconds shutdown_retry_after{5}; ///< of the 503 a shutdown answers with
+    stream_options streams;                       ///< defaults of the streams requests open
     suspension_stats stats;
 };
 
@@ -192,6 +195,8 @@ struct exchange {
 
     /// The suspensions of this request, completed by the connection after the write.
     boost::container::small_vector<std::shared_ptr<detail::suspension<response>>, 1> suspensions;
+    /// The streamed body this request opened, written by the connection after the head.
+    std::shared_ptr<detail::stream_state> stream;
     detail::exchange_owner* owner = nullptr;       ///< null outside a server
     detail::suspension_policy* policy = nullptr;   ///< null outside a server
 };
@@ -329,63 +334,6 @@ asio::awaitable<void> suspend(context& ctx, Setup setup)
         ctx.response = cancelled_response(*c);
     else
         throw client_disconnected(asio::error::connection_reset, "the client went away while suspended");
-}
-
-namespace detail {
-
-template <class T> struct is_response_awaitable : std::false_type {};
-template <> struct is_response_awaitable<asio::awaitable<response>> : std::true_type {};
-
-template <class F, class Arg>
-concept handler_of = std::is_invocable_v<F&, Arg>
-    && (std::is_same_v<std::invoke_result_t<F&, Arg>, response>
-        || is_response_awaitable<std::invoke_result_t<F&, Arg>>::value);
-
-} // namespace detail
-
-namespace detail {
-
-template <class F, class Arg>
-concept suspended_handler_of = std::is_invocable_v<F&, Arg, async_response>
-    && std::is_void_v<std::invoke_result_t<F&, Arg, async_response>>;
-
-} // namespace detail
-
-/// A handler: something that turns a request (or the whole context) into a response.
-/// Accepted shapes: `response(const request&)`, `asio::awaitable<response>(request)`, the
-/// suspended style `void(const request&, async_response)` (answer later through the handle, from
-/// any thread), and the same taking `const context&` (to reach path parameters). A handler taking
-/// `request` by value gets a copy; one taking `const request&` may keep the reference until its
-/// coroutine completes or its handle is resolved.
-template <class F>
-concept handler = detail::handler_of<F, context&> || detail::handler_of<F, request&>
-    || detail::suspended_handler_of<F, context&> || detail::suspended_handler_of<F, request&>;
-
-/// Adapts a handler into an interceptor whose `enter` stores the response in the context.
-template <handler F>
-interceptor make_handler(std::string name, F f)
-{
-    constexpr bool suspended = detail::suspended_handler_of<F, context&> || detail::suspended_handler_of<F, request&>;
-    constexpr bool takes_context = detail::handler_of<F, context&> || detail::suspended_handler_of<F, context&>;
-    using arg = std::conditional_t<takes_context, context&, request&>;
-    auto input = [](context& c) -> arg {
-        if constexpr (takes_context)
-            return c;
-        else
-            return c.request();
-    };
-    interceptor i{.name = std::move(name)};
-    if constexpr (suspended)
-        i.enter = [f = std::move(f), input](context& c) mutable -> asio::awaitable<void> {
-            co_await suspend(c, [&](async_response ar) { std::invoke(f, input(c), std::move(ar)); });
-        };
-    else if constexpr (std::is_same_v<std::invoke_result_t<F&, arg>, response>)
-        i.enter = [f = std::move(f), input](context& c) mutable { c.response = std::invoke(f, input(c)); };
-    else
-        i.enter = [f = std::move(f), input](context& c) mutable -> asio::awaitable<void> {
-            c.response = co_await std::invoke(f, input(c));
-        };
-    return i;
 }
 
 } // namespace plinth

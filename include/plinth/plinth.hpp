@@ -10,11 +10,14 @@
 
 #include <plinth/async_response.hpp>
 #include <plinth/chain.hpp>
+#include <plinth/handler.hpp>
 #include <plinth/http.hpp>
 #include <plinth/log.hpp>
 #include <plinth/router.hpp>
 #include <plinth/server.hpp>
 #include <plinth/server_options.hpp>
+#include <plinth/sse.hpp>
+#include <plinth/stream.hpp>
 #include <plinth/version.hpp>
 
 #endif

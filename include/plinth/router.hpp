@@ -9,6 +9,7 @@
 // Routes of method + path template + interceptors, matched segment by segment, literal segments
 // before parameters. The router is itself an interceptor: it enqueues the matched route.
 
+#include <plinth/handler.hpp>
 #include <plinth/http.hpp>
 
 #include <boost/beast/http/verb.hpp>

@@ -140,7 +140,8 @@ public:
         return {core_->open_connections.load(), core_->accepted.load(), core_->requests.load(),
                 s.suspended.load(),             s.resumed.load(),          s.cancelled.load(),
                 s.timed_out.load(),             s.disconnected.load(),     s.completed.load(),
-                core_->refused.load(),          core_->rejected.load(),    core_->timeouts.load()};
+                core_->refused.load(),          core_->rejected.load(),    core_->timeouts.load(),
+                s.streams.load()};
     }
 
     const server_options& options() const noexcept { return core_->options; }

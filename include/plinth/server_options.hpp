@@ -6,6 +6,7 @@
 #ifndef PLINTH_SERVER_OPTIONS_HPP
 #define PLINTH_SERVER_OPTIONS_HPP
 
+#include <plinth/detail/stream_state.hpp>
 #include <plinth/log.hpp>
 
 #include <chrono>
@@ -48,6 +49,11 @@ struct server_options {
     /// stops reading (and so stops noticing a disconnect) until the response is written.
     std::size_t max_read_ahead_bytes = 64 * 1024;
 
+    /// Defaults of the streamed responses and event streams requests open: queue bounds, what a
+    /// full queue does, the event streams' heartbeat. A stream's writes are each bounded by
+    /// `write_timeout` (progress, not the whole stream); idle and header timeouts do not apply.
+    stream_options streams{};
+
     /// How long `server::stop` lets requests in flight finish before it answers every request
     /// still suspended or waiting 503 with `Retry-After: shutdown_retry_after`.
     std::chrono::milliseconds shutdown_grace{5'000};
@@ -73,6 +79,7 @@ struct server_stats {
     std::uint64_t refused = 0;      ///< connections refused beyond max_connections (503)
     std::uint64_t rejected = 0;     ///< requests answered with an error before any handler ran (4xx/5xx)
     std::uint64_t timeouts = 0;     ///< connections closed by a header, body, idle or write timeout
+    std::uint64_t streams = 0;      ///< streamed responses (chunked bodies, event streams) open now
 };
 
 } // namespace plinth

@@ -10,6 +10,7 @@
 // completes the request's suspensions, as detail/connection.hpp does. Races run on an io_context
 // served by two threads, with foreign threads calling the handle, lined up by a barrier.
 
+#include <plinth/handler.hpp>
 #include <plinth/http.hpp>
 
 #include <catch2/catch.hpp>

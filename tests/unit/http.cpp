@@ -7,6 +7,7 @@
 // The HTTP layer without sockets: handler adapters, http_error and error_response, the context's
 // path and query, percent-decoding, and the chain's HTTP terminator.
 
+#include <plinth/handler.hpp>
 #include <plinth/http.hpp>
 
 #include "http_harness.hpp"

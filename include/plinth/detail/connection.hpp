@@ -38,6 +38,8 @@
 
 #include <array>
 #include <atomic>
+#include <charconv>
+#include <cstring>
 #include <exception>
 #include <list>
 #include <memory>
@@ -58,6 +60,7 @@ struct server_core : std::enable_shared_from_this<server_core> {
         policy.max_suspended = options.max_suspended;
         policy.log = options.log;
         policy.shutdown_retry_after = options.shutdown_retry_after;
+        policy.streams = options.streams;
     }
 
     asio::any_io_executor executor; // the acceptor's strand
@@ -203,6 +206,9 @@ public:
     {
         for (const auto& s : exchange_.suspensions) // only when the io_context is torn down mid-request
             s->release();
+        for (auto* s : {&exchange_.stream, &stream_}) // likewise: no callback may run now
+            if (*s)
+                (*s)->finish(close_reason::server_stopping, false);
         {
             std::lock_guard lock(core_->mutex);
             if (registered_)
@@ -241,6 +247,8 @@ public:
             beast::error_code ignored;
             if (self->phase_ == phase::idle)
                 self->socket_.cancel(ignored);
+            else if (self->phase_ == phase::stream) // an event stream ends now, a body at the grace's end
+                self->stream_timer_->cancel();
         });
     }
 
@@ -265,6 +273,9 @@ public:
             case phase::write: // the response (or a 503) goes out, but not slowly
                 self->arm(phase::write, self->write_deadline());
                 break;
+            case phase::stream: // a stream waiting for its producer: end it
+                self->stream_timer_->cancel();
+                break;
             default: { // still reading a request: drop it
                 beast::error_code ignored;
                 self->socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
@@ -276,7 +287,7 @@ public:
 
 private:
     // What the connection is doing, for its deadline and for a stop.
-    enum class phase : unsigned char { idle, header, body, busy, write };
+    enum class phase : unsigned char { idle, header, body, busy, write, stream };
 
     static asio::awaitable<void> run(std::shared_ptr<connection> self) { co_await self->serve(); }
 
@@ -358,8 +369,15 @@ private:
             bool keep_alive = exchange_.request.keep_alive();
 
             std::exception_ptr unhandled;
-            response res = co_await respond(unhandled);
-            stop_watching();
+            bool failed = false;
+            response res = co_await respond(unhandled, failed);
+            stream_ = std::exchange(exchange_.stream, nullptr);
+            if (stream_ && (failed || disconnected_)) { // the stream never began
+                stream_->finish(disconnected_ ? close_reason::client_gone : close_reason::failed);
+                stream_.reset();
+            }
+            if (!stream_)
+                stop_watching(); // a stream goes on watching: its client may leave at any time
             if (disconnected_) { // nothing is written to a client that left
                 finish_suspensions(true, std::make_exception_ptr(client_disconnected(disconnect_error_)));
                 co_return close();
@@ -367,8 +385,19 @@ private:
             if (http::token_list{res[http::field::connection]}.exists("close"))
                 keep_alive = false;
             keep_alive = keep_alive && !stopping_;
-            finish(res, version, keep_alive);
             ++core_->requests; // counted before the write, so a client that has its answer sees it
+
+            if (stream_) {
+                if (!co_await write_stream(res, version, head, keep_alive)) {
+                    finish_suspensions(true, std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
+                    co_return close();
+                }
+                finish_suspensions(false, unhandled);
+                if (!keep_alive)
+                    co_return close();
+                continue;
+            }
+            finish(res, version, keep_alive);
 
             arm(phase::write, write_deadline());
             if (head) {
@@ -668,17 +697,19 @@ private:
 
     // Runs the request through the chain and turns the outcome into a response; `unhandled` gets
     // the error no stage handled, for on_complete.
-    asio::awaitable<response> respond(std::exception_ptr& unhandled)
+    asio::awaitable<response> respond(std::exception_ptr& unhandled, bool& failed)
     {
         context ctx{exchange_};
         try {
             ctx = co_await core_->chain.execute(std::move(ctx));
         }
         catch (...) { // execute reports stage errors in ctx; this is bad_alloc and the like
+            failed = true;
             core_->log(log_level::error, "request failed outside any stage: " + describe(std::current_exception()));
             co_return error_response(nullptr);
         }
         if (const chain_error* err = ctx.error()) {
+            failed = true;
             unhandled = err->exception;
             if (shutdown_cancelled_) { // the shutdown's grace ended what the request waited on
                 core_->log(log_level::info, "a request still waiting at the end of the shutdown grace got 503");
@@ -691,6 +722,168 @@ private:
         if (ctx.response)
             co_return std::move(*ctx.response);
         co_return text("Not Found", http::status::not_found);
+    }
+
+    // -- streamed responses --
+    //
+    // The head goes out once the chain is done; then the connection waits on stream_timer_ until
+    // a producer wakes it (a post to this strand), the heartbeat is due, the client leaves (the
+    // read-ahead cancels the wait through the request's cancellation slot) or the server stops.
+    // Each write is bounded by write_timeout, so a client that stops reading is dropped while
+    // one that reads slowly is not.
+
+    // True when the body ended properly: the connection may go on if `keep_alive`.
+    asio::awaitable<bool> write_stream(response& head, unsigned version, bool head_only, bool& keep_alive)
+    {
+        using clock = asio::steady_timer::clock_type;
+        const auto st = stream_;
+        const bool chunked = version >= 11; // HTTP/1.0 has no chunks: the body ends with the connection
+        keep_alive = keep_alive && chunked;
+        head.version(version);
+        head.set(http::field::server, core_->options.server_name);
+        head.set(http::field::date, current_http_date());
+        head.erase(http::field::content_length);
+        head.chunked(chunked);
+        head.keep_alive(keep_alive);
+
+        ++core_->policy.stats.streams;
+        if (!stream_timer_)
+            stream_timer_.emplace(socket_.get_executor());
+        st->attach([weak = weak_from_this(), ws = std::weak_ptr<stream_state>(st)](bool abort) {
+            if (auto self = weak.lock())
+                asio::post(self->socket_.get_executor(), [self, ws, abort] { self->on_stream_wake(ws, abort); });
+        });
+        watch_for_disconnect();
+
+        auto reason = close_reason::closed;
+        bool ok = true;   // nothing failed
+        bool end = false; // the body's end is to be written
+        beast::error_code ec;
+        std::size_t n = 0;
+        {
+            http::response_serializer<http::string_body> sr{head};
+            arm(phase::write, write_deadline());
+            std::tie(ec, n) = co_await http::async_write_header(socket_, sr, asio::as_tuple(asio::use_awaitable));
+        }
+        if (ec) {
+            reason = write_failure(ec, *st);
+            ok = false;
+        }
+
+        const auto heartbeat = st->heartbeat_text.empty() ? std::chrono::milliseconds(0) : st->options().heartbeat;
+        auto last_write = clock::now();
+        std::vector<asio::const_buffer> buffers;
+        std::array<char, 20> size_line;
+        static constexpr std::string_view crlf = "\r\n";
+        while (ok && !head_only) {
+            if (disconnected_) {
+                reason = close_reason::client_gone;
+                ok = false;
+                break;
+            }
+            if (hard_stop_ || (stopping_ && st->ends_on_stop)) {
+                reason = close_reason::server_stopping;
+                end = true;
+                break;
+            }
+            const auto taken = st->take(batch_, 64 * 1024);
+            if (taken == stream_state::take_result::aborted) {
+                reason = close_reason::slow_client;
+                core_->log(log_level::info, "dropped a client that fell behind its stream (queue full)");
+                ok = false;
+                break;
+            }
+            if (taken == stream_state::take_result::ended) {
+                end = true;
+                break;
+            }
+            std::string_view beat;
+            if (taken == stream_state::take_result::idle) {
+                const auto due = heartbeat > heartbeat.zero() ? last_write + heartbeat : clock::time_point::max();
+                if (clock::now() < due) {
+                    arm(phase::stream, {});
+                    stream_timer_->expires_at(due);
+                    co_await stream_timer_->async_wait(asio::as_tuple(asio::use_awaitable));
+                    continue;
+                }
+                beat = st->heartbeat_text;
+            }
+            std::size_t bytes = beat.size();
+            for (const auto& e : batch_)
+                bytes += e.data.size();
+            if (bytes == 0) { // only empty writes: an empty chunk would end the body
+                st->written(batch_, {});
+                continue;
+            }
+            buffers.clear();
+            if (chunked) {
+                const auto r = std::to_chars(size_line.data(), size_line.data() + size_line.size() - 2, bytes, 16);
+                std::memcpy(r.ptr, "\r\n", 2);
+                buffers.push_back(asio::buffer(size_line.data(), r.ptr + 2 - size_line.data()));
+            }
+            if (!beat.empty())
+                buffers.push_back(asio::buffer(beat));
+            for (const auto& e : batch_)
+                if (!e.data.empty())
+                    buffers.push_back(asio::buffer(e.data));
+            if (chunked)
+                buffers.push_back(asio::buffer(crlf));
+            arm(phase::write, write_deadline());
+            std::tie(ec, n) = co_await asio::async_write(socket_, buffers, asio::as_tuple(asio::use_awaitable));
+            st->written(batch_, ec);
+            if (ec) {
+                reason = write_failure(ec, *st);
+                ok = false;
+                break;
+            }
+            last_write = clock::now();
+        }
+        if (ok && end && chunked) {
+            const std::string last = "0\r\n" + st->trailer() + "\r\n";
+            arm(phase::write, write_deadline());
+            std::tie(ec, n) = co_await asio::async_write(socket_, asio::buffer(last), asio::as_tuple(asio::use_awaitable));
+            if (ec) {
+                reason = write_failure(ec, *st);
+                ok = false;
+            }
+        }
+        arm(phase::busy, {});
+        stream_.reset();
+        stop_watching();
+        --core_->policy.stats.streams;
+        st->finish(reason); // on_close runs here, on the strand
+        co_return ok;
+    }
+
+    // Why a stream's write failed, logged as a response's would be.
+    close_reason write_failure(const beast::error_code& ec, const stream_state& st)
+    {
+        if (timed_out_) {
+            ++core_->timeouts;
+            core_->log(log_level::info, "dropped a client that stopped reading its stream (write timeout)");
+            return hard_stop_ ? close_reason::server_stopping : close_reason::slow_client;
+        }
+        if (st.aborted()) {
+            core_->log(log_level::info, "dropped a client that fell behind its stream (queue full)");
+            return close_reason::slow_client;
+        }
+        if (disconnected_ || client_went_away(ec))
+            return close_reason::client_gone;
+        core_->log(log_level::warning, "stream write failed: " + ec.message());
+        return close_reason::failed;
+    }
+
+    // A producer queued something (or overflowed the queue) while this connection streams.
+    void on_stream_wake(const std::weak_ptr<stream_state>& ws, bool abort)
+    {
+        auto s = ws.lock();
+        if (!s || s != stream_)
+            return; // that stream is over
+        stream_timer_->cancel();
+        if (abort) { // cut a write in progress short: the client is not reading
+            beast::error_code ignored;
+            socket_.cancel(ignored);
+        }
     }
 
     void report(const chain_error& err) const
@@ -743,6 +936,9 @@ private:
     exchange exchange_;
     asio::cancellation_signal cancel_request_;  // emitted when the client leaves mid-request
     std::optional<asio::steady_timer> join_;    // wakes serve() when a read-ahead finishes
+    std::shared_ptr<stream_state> stream_;      // the response being streamed
+    std::optional<asio::steady_timer> stream_timer_; // a stream waits on it for its producers
+    std::vector<stream_state::entry> batch_;    // what a stream is writing
     beast::error_code disconnect_error_;
     phase phase_ = phase::header;
     bool deadline_pending_ = false;   // deadline_ has a wait in flight
