@@ -1,7 +1,8 @@
 // plinth-example: the bundled example server. Every route shows one way to write a handler:
-// synchronous, awaitable, or suspended (resumed later from another thread).
+// synchronous, awaitable, suspended (resumed later from another thread), or streaming; /chat is
+// a chat page on server-sent events with a long-polling fallback.
 //
-//   plinth-example [--address 127.0.0.1] [--port 8080] [--threads N] [limits...]
+//   plinth-example [--address 127.0.0.1] [--port 8080] [--threads N] [--sse-heartbeat-ms 15000] [limits...]
 //
 // Limits (defaults in parentheses; see the README's table): --max-header-bytes (8192)
 // --max-body-bytes (1048576) --header-timeout-ms (10000) --body-timeout-ms (30000)
@@ -11,8 +12,14 @@
 // On SIGINT or SIGTERM it stops gracefully (requests in flight get the grace to finish, then
 // the still-suspended ones get 503 + Retry-After) and exits 0.
 
+#include "chat.hpp"
+#include "chat_page.hpp" // chat.html, embedded by the build
+
 #include <plinth/plinth.hpp>
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/strand.hpp>
@@ -32,6 +39,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace asio = boost::asio;
@@ -90,36 +98,22 @@ flags parse_flags(int argc, char** argv)
             o.max_suspended = parse_number<std::uint64_t>(value(), arg);
         else if (arg == "--shutdown-grace-ms")
             o.shutdown_grace = ms();
+        else if (arg == "--sse-heartbeat-ms")
+            o.streams.heartbeat = ms();
         else
             throw std::invalid_argument("unknown flag " + std::string(arg) + " (see the comment atop examples/server/main.cpp)");
     }
     return f;
 }
 
-std::string json_string(std::string_view s)
-{
-    std::string out = "\"";
-    for (char c : s) {
-        if (c == '"' || c == '\\')
-            (out += '\\') += c;
-        else if (static_cast<unsigned char>(c) < 0x20) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\u%04x", c);
-            out += buf;
-        }
-        else
-            out += c;
-    }
-    return out + '"';
-}
-
-unsigned query_number(const plinth::context& ctx, std::string_view name, unsigned fallback)
+template <class T = unsigned>
+T query_number(const plinth::context& ctx, std::string_view name, std::type_identity_t<T> fallback)
 {
     auto v = ctx.query(name);
     if (!v)
         return fallback;
     try {
-        return parse_number<unsigned>(*v, name);
+        return parse_number<T>(*v, name);
     }
     catch (const std::invalid_argument&) {
         throw plinth::http_error(http::status::bad_request, std::string(name) + " must be a whole number");
@@ -202,6 +196,78 @@ asio::awaitable<plinth::response> delay(const plinth::context& ctx)
     co_return plinth::text("waited " + std::to_string(ms) + " ms");
 }
 
+// Ticks at the client's pace: each waits until the previous one was handed to the socket.
+asio::awaitable<void> ticks(plinth::sse_stream events, std::chrono::milliseconds interval)
+{
+    auto timer = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor);
+    // The stream's end (on this strand) cancels the wait, so a stop need not wait for a tick.
+    events.on_close([weak = std::weak_ptr(timer)](plinth::close_reason) {
+        if (auto t = weak.lock())
+            t->cancel();
+    });
+    for (std::uint64_t n = 1; events.is_open(); ++n) {
+        timer->expires_after(interval);
+        auto [ec] = co_await timer->async_wait(asio::as_tuple(asio::use_awaitable));
+        if (ec)
+            co_return;
+        plinth::sse_event tick;
+        tick.event = "tick";
+        tick.data = std::to_string(n);
+        std::tie(ec) = co_await events.async_send(tick, asio::as_tuple(asio::use_awaitable));
+        if (ec)
+            co_return;
+    }
+}
+
+// GET /events?interval_ms=N&after=ID: server-sent events. A `tick` every N ms, and every chat
+// message as a `message` event with its id; a reconnecting browser's Last-Event-ID (or `after`,
+// for a page's first connection) replays the messages it missed.
+auto events_route(example::chat_room& room)
+{
+    return [&room](const plinth::context& ctx, plinth::sse_stream events) {
+        const std::chrono::milliseconds interval{query_number(ctx, "interval_ms", 1000)};
+        if (interval < std::chrono::milliseconds(10) || interval > std::chrono::hours(1))
+            throw plinth::http_error(http::status::bad_request, "interval_ms must be within 10..3600000");
+        std::uint64_t after = query_number<std::uint64_t>(ctx, "after", 0);
+        if (!events.last_event_id().empty()) { // a reconnection: the browser knows where it was
+            try {
+                after = parse_number<std::uint64_t>(events.last_event_id(), "Last-Event-ID");
+            }
+            catch (const std::invalid_argument&) {
+                throw plinth::http_error(http::status::bad_request, "Last-Event-ID must be a message id");
+            }
+        }
+        room.subscribe(events, after);
+        asio::co_spawn(ctx.executor(), ticks(events, interval), asio::detached);
+    };
+}
+
+// GET /chat/poll?after=ID&timeout_ms=T: long-polling. The messages after ID at once (200, a JSON
+// array), or the next one when it comes (200), or 204 after T ms.
+auto poll_route(example::chat_room& room)
+{
+    return [&room](const plinth::context& ctx, plinth::async_response ar) {
+        const auto after = query_number<std::uint64_t>(ctx, "after", 0);
+        const std::chrono::milliseconds timeout{query_number(ctx, "timeout_ms", 25'000)};
+        if (timeout > std::chrono::minutes(10))
+            throw plinth::http_error(http::status::bad_request, "timeout_ms must be at most 600000");
+        room.poll(std::move(ar), after, timeout);
+    };
+}
+
+// POST /chat/send: the body is the message; 201 with its id.
+auto send_route(example::chat_room& room)
+{
+    return [&room](const plinth::request& req) {
+        if (req.body().empty())
+            throw plinth::http_error(http::status::bad_request, "the message is empty");
+        if (req.body().size() > 4096)
+            throw plinth::http_error(http::status::payload_too_large, "a message has at most 4096 bytes");
+        const auto id = room.post(req.body());
+        return plinth::json("{\"id\":" + std::to_string(id) + "}", http::status::created);
+    };
+}
+
 std::string stats_json(const plinth::server_stats& s)
 {
     std::string out = "{";
@@ -222,6 +288,7 @@ std::string stats_json(const plinth::server_stats& s)
     field("refused", s.refused);
     field("rejected", s.rejected);
     field("timeouts", s.timeouts);
+    field("streams", s.streams);
     return out + "}";
 }
 
@@ -238,6 +305,7 @@ int main(int argc, char** argv)
         return 2;
     }
 
+    example::chat_room room;       // outlives the io_context: streams and polls point at it
     asio::io_context ioc{f.threads == 1 ? 1 : static_cast<int>(f.threads)};
     asio::thread_pool workers{4};  // for /offload
     background_resumer resumer;    // for /suspend?resume_ms=N
@@ -246,7 +314,7 @@ int main(int argc, char** argv)
         {http::verb::get, "/hello", [](const plinth::request&) { return plinth::text("Hello, World!"); }},
         {http::verb::get, "/delay", delay},
         {http::verb::get, "/users/{id}",
-         [](const plinth::context& ctx) { return plinth::json("{\"id\":" + json_string(ctx.param("id")) + "}"); }},
+         [](const plinth::context& ctx) { return plinth::json("{\"id\":" + example::json_string(ctx.param("id")) + "}"); }},
         {http::verb::post, "/echo",
          [](const plinth::request& req) {
              return plinth::make_response(http::status::ok, req.body(),
@@ -261,6 +329,13 @@ int main(int argc, char** argv)
          [](const plinth::context& ctx, plinth::async_response ar) {
              ar.cancel(std::chrono::seconds(query_number(ctx, "retry_after", 0)));
          }},
+        {http::verb::get, "/chat",
+         [](const plinth::request&) {
+             return plinth::make_response(http::status::ok, std::string(example::chat_page), "text/html; charset=utf-8");
+         }},
+        {http::verb::get, "/events", events_route(room)},
+        {http::verb::get, "/chat/poll", poll_route(room)},
+        {http::verb::post, "/chat/send", send_route(room)},
     });
 
     try {
@@ -277,6 +352,7 @@ int main(int argc, char** argv)
     signals.async_wait([&](const boost::system::error_code& ec, int) {
         if (ec)
             return;
+        room.close(f.options.shutdown_retry_after); // long-polls need not wait out the grace
         srv.async_stop(f.options.shutdown_grace, [&] {
             asio::post(signals.get_executor(), [&] { signals.cancel(); }); // run() may now return
         });
