@@ -123,6 +123,27 @@ struct fuzz_server {
             {http::verb::get, "/suspend", suspend_route(resumer)},
             {http::verb::get, "/throw",
              [](const plinth::request&) -> plinth::response { throw std::runtime_error("handler threw"); }},
+            // Streams that end on their own: events (one from another thread) echoing
+            // Last-Event-ID, and a chunked body closed with a trailer from another thread.
+            {http::verb::get, "/events",
+             [this](const plinth::request&, plinth::sse_stream s) {
+                 s.send(plinth::sse_event{.data = "a\nb", .event = "e", .id = std::string(s.last_event_id()), .retry = {}});
+                 asio::post(resumer, [s] {
+                     s.send("from another thread");
+                     s.close();
+                 });
+             }},
+            {http::verb::get, "/stream",
+             [this](const plinth::request&, plinth::response_stream s) {
+                 s.write("chunk");
+                 s.write("");
+                 asio::post(resumer, [s] {
+                     s.write("more");
+                     http::fields trailers;
+                     trailers.set("X-Trailer", "t");
+                     s.close(trailers);
+                 });
+             }},
         });
         srv.start();
         runner = std::thread([this] { ioc.run(); });

@@ -404,6 +404,8 @@ private:
     }
 
     struct canceller {
+        canceller(std::weak_ptr<stream_state> s, std::uint64_t n) : state(std::move(s)), seq(n) {}
+
         std::weak_ptr<stream_state> state;
         std::uint64_t seq;
         void operator()(asio::cancellation_type type)
