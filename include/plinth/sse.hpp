@@ -22,10 +22,10 @@ namespace plinth {
 
 /// One server-sent event. Only `data` is required.
 struct sse_event {
-    std::string data;  ///< the payload; each line becomes its own `data:` line
-    std::string event; ///< the event's name (`event:`); empty: the browser's default, "message"
-    std::string id;    ///< `id:`, which the browser sends back as `Last-Event-ID` when it reconnects
-    std::optional<std::chrono::milliseconds> retry; ///< `retry:`, the browser's reconnection delay
+    std::string data{};  ///< the payload; each line becomes its own `data:` line
+    std::string event{}; ///< the event's name (`event:`); empty: the browser's default, "message"
+    std::string id{};    ///< `id:`, which the browser sends back as `Last-Event-ID` when it reconnects
+    std::optional<std::chrono::milliseconds> retry{}; ///< `retry:`, the browser's reconnection delay
 };
 
 /// `e` in the wire format. Multi-line data (LF, CRLF or CR) becomes one `data:` line per line.

@@ -1,8 +1,10 @@
-# The server shown in README.md must be examples/hello/main.cpp, which the build compiles.
+# The example programs shown in README.md must be the files the build compiles.
 # Run as: cmake -DSOURCE_DIR=... -P readme.cmake
 file(READ ${SOURCE_DIR}/README.md readme)
-file(READ ${SOURCE_DIR}/examples/hello/main.cpp example)
-string(FIND "${readme}" "```cpp\n${example}```" at)
-if(at EQUAL -1)
-  message(FATAL_ERROR "README.md's example server differs from examples/hello/main.cpp: copy one into the other")
-endif()
+foreach(example examples/hello/main.cpp examples/sse/main.cpp examples/long_poll/main.cpp)
+  file(READ ${SOURCE_DIR}/${example} code)
+  string(FIND "${readme}" "```cpp\n${code}```" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "README.md's copy of ${example} differs from the file: copy one into the other")
+  endif()
+endforeach()
