@@ -50,8 +50,8 @@ struct server_options {
     std::size_t max_read_ahead_bytes = 64 * 1024;
 
     /// Defaults of the streamed responses and event streams requests open: queue bounds, what a
-    /// full queue does, the event streams' heartbeat. A stream's writes are each bounded by
-    /// `write_timeout` (progress, not the whole stream); idle and header timeouts do not apply.
+    /// full queue does, the event streams' heartbeat. A stream is cut by `write_timeout` only
+    /// when a write makes no progress for that long; idle and header timeouts do not apply.
     stream_options streams{};
 
     /// How long `server::stop` lets requests in flight finish before it answers every request

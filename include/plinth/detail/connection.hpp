@@ -21,6 +21,10 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#if defined(__linux__)
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#endif
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -45,6 +49,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -249,6 +254,8 @@ public:
                 self->socket_.cancel(ignored);
             else if (self->phase_ == phase::stream) // an event stream ends now, a body at the grace's end
                 self->stream_timer_->cancel();
+            else if (self->phase_ == phase::write && self->cutting_short()) // an event stream's write:
+                self->arm(phase::write, self->write_deadline());              // it may not take long
         });
     }
 
@@ -483,13 +490,17 @@ private:
         }
     }
 
-    // After the shutdown's grace a response may not take long to write either.
+    // After the shutdown's grace a response may not take long to write either, nor an event
+    // stream once a stop began (what is left to write is its last chunk).
+    bool cutting_short() const noexcept { return hard_stop_ || (stopping_ && stream_ && stream_->ends_on_stop); }
+
     std::chrono::milliseconds write_deadline() const
     {
         const auto d = core_->options.write_timeout;
-        if (!hard_stop_)
+        if (!cutting_short())
             return d;
-        return d > d.zero() ? std::min(d, std::chrono::milliseconds(1000)) : std::chrono::milliseconds(1000);
+        const std::chrono::milliseconds cap{hard_stop_ ? 1000 : 250};
+        return d > d.zero() ? std::min(d, cap) : cap;
     }
 
     static bool expects_continue(const request& req)
@@ -600,6 +611,15 @@ private:
         if (asio::steady_timer::clock_type::now() < expiry_) {
             deadline_.expires_at(expiry_);
             return wait_deadline();
+        }
+        if (phase_ == phase::write && watch_progress_ && !cutting_short()) {
+            const auto unsent = unsent_bytes();
+            if (unsent >= 0 && unsent < unsent_) { // a stream's client reads, slowly: not stuck
+                unsent_ = unsent;
+                expiry_ = asio::steady_timer::clock_type::now() + write_deadline();
+                deadline_.expires_at(expiry_);
+                return wait_deadline();
+            }
         }
         timed_out_ = true;
         // Shut down as well as cancel: a read or write that completed just before this handler
@@ -828,8 +848,7 @@ private:
                     buffers.push_back(asio::buffer(e.data));
             if (chunked)
                 buffers.push_back(asio::buffer(crlf));
-            arm(phase::write, write_deadline());
-            std::tie(ec, n) = co_await asio::async_write(socket_, buffers, asio::as_tuple(asio::use_awaitable));
+            ec = co_await write_with_progress(buffers);
             st->written(batch_, ec);
             if (ec) {
                 reason = write_failure(ec, *st);
@@ -855,9 +874,51 @@ private:
         co_return ok;
     }
 
+    // Writes `buffers` whole. The deadline restarts whenever bytes move, so a stream's client
+    // that reads slowly keeps its connection and one that stops reading loses it after
+    // write_timeout. After the shutdown's grace it no longer restarts.
+    asio::awaitable<beast::error_code> write_with_progress(std::vector<asio::const_buffer>& buffers)
+    {
+        arm(phase::write, write_deadline());
+        watch_progress_ = true;
+        unsent_ = unsent_bytes();
+        for (std::size_t first = 0; first < buffers.size();) {
+            auto [ec, n] = co_await socket_.async_write_some(std::span(buffers).subspan(first),
+                                                             asio::as_tuple(asio::use_awaitable));
+            if (ec)
+                co_return ec;
+            if (timed_out_) // it fired as these bytes went: the socket is already shut down
+                co_return beast::error_code(asio::error::timed_out);
+            for (; first < buffers.size() && n >= buffers[first].size(); ++first)
+                n -= buffers[first].size();
+            if (first < buffers.size())
+                buffers[first] += n;
+            if (!cutting_short())
+                arm(phase::write, write_deadline());
+            unsent_ = unsent_bytes();
+        }
+        watch_progress_ = false;
+        co_return beast::error_code{};
+    }
+
+    // Bytes the kernel still holds for the client (-1: unknown). Linux reports a full send
+    // buffer writable again only once a third of it is free, which a slow reader may take longer
+    // than write_timeout to make: a shrinking queue is the progress to look for.
+    std::int64_t unsent_bytes()
+    {
+#if defined(__linux__)
+        int n = 0;
+        if (::ioctl(socket_.native_handle(), SIOCOUTQ, &n) == 0)
+            return n;
+#endif
+        return -1;
+    }
+
     // Why a stream's write failed, logged as a response's would be.
     close_reason write_failure(const beast::error_code& ec, const stream_state& st)
     {
+        if (stopping_ && st.ends_on_stop && !hard_stop_) // the stop's short deadline
+            return close_reason::server_stopping;
         if (timed_out_) {
             ++core_->timeouts;
             core_->log(log_level::info, "dropped a client that stopped reading its stream (write timeout)");
@@ -951,6 +1012,8 @@ private:
     bool disconnected_ = false;       // the client left while a request was waiting
     bool closed_ = false;
     bool registered_ = false;
+    bool watch_progress_ = false;     // a stream's write: a shrinking kernel queue is progress
+    std::int64_t unsent_ = -1;        // ...and this was its size
     std::list<std::weak_ptr<connection>>::iterator self_in_live_;
 };
 

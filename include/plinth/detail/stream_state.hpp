@@ -129,9 +129,26 @@ public:
     /// A queued message and whoever waits for it to be written.
     struct entry {
         std::string data;
-        handler_type done;       // may be empty
+        handler_type done;          // may be empty
         asio::any_io_executor work; // `done`'s executor, counted as outstanding work
         std::uint64_t seq = 0;
+
+        entry() = default;
+        entry(std::string d, handler_type h, asio::any_io_executor w, std::uint64_t n)
+            : data(std::move(d)), done(std::move(h)), work(std::move(w)), seq(n)
+        {
+        }
+        entry(entry&&) noexcept = default;
+        // Boost 1.81's any_completion_handler move assignment recurses until the stack
+        // overflows (it passes `other` as an lvalue to its converting constructor): swap instead.
+        entry& operator=(entry&& o) noexcept
+        {
+            data = std::move(o.data);
+            handler_type(std::move(o.done)).swap(done);
+            work = std::move(o.work);
+            seq = o.seq;
+            return *this;
+        }
     };
 
     /// What `take` found.
