@@ -6,6 +6,10 @@
 
 #include <plinth/plinth.hpp>
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -77,16 +81,31 @@ public:
         return m.id;
     }
 
-    /// Sends `s` the messages after `after` (those still in the history), then each new one.
-    void subscribe(const plinth::sse_stream& s, std::uint64_t after)
+    /// Sends `s` the messages after `after` (those still in the history) at the client's pace,
+    /// then each new one. A long history does not overflow the stream's queue: the replay
+    /// waits for each batch to be written, and subscribes under the lock once it has caught up,
+    /// so that nothing is missed or sent twice.
+    boost::asio::awaitable<void> subscribe(plinth::sse_stream s, std::uint64_t after)
     {
         std::list<plinth::sse_stream>::iterator it;
-        {
-            std::lock_guard lock(mutex_);
-            for (const auto& m : history_)
-                if (m.id > after)
-                    s.send(m.event());
-            it = streams_.insert(streams_.end(), s);
+        for (;;) {
+            std::vector<plinth::sse_event> batch;
+            {
+                std::lock_guard lock(mutex_);
+                for (const auto& m : history_)
+                    if (m.id > after && batch.size() < 64)
+                        batch.push_back(m.event());
+                if (batch.empty()) {
+                    it = streams_.insert(streams_.end(), s);
+                    break;
+                }
+            }
+            for (const auto& e : batch) {
+                auto [ec] = co_await s.async_send(e, boost::asio::as_tuple(boost::asio::use_awaitable));
+                if (ec)
+                    co_return; // the stream is over
+            }
+            after = std::stoull(batch.back().id);
         }
         s.on_close([this, it](plinth::close_reason) {
             std::lock_guard lock(mutex_);

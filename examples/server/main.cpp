@@ -237,7 +237,7 @@ auto events_route(example::chat_room& room)
                 throw plinth::http_error(http::status::bad_request, "Last-Event-ID must be a message id");
             }
         }
-        room.subscribe(events, after);
+        asio::co_spawn(ctx.executor(), room.subscribe(events, after), asio::detached);
         asio::co_spawn(ctx.executor(), ticks(events, interval), asio::detached);
     };
 }
