@@ -115,11 +115,16 @@ struct server_core : std::enable_shared_from_this<server_core> {
                 return;
             stopped = true;
             waiters.swap(stop_waiters);
-            if (grace) // the grace is no longer needed: it must not keep io_context::run busy
-                asio::post(grace->get_executor(), [self = shared_from_this()] { self->grace->cancel(); });
         }
-        for (auto& w : waiters)
-            complete_stop_waiter(std::move(w));
+        // One handler, on the acceptor's strand: the waiters are posted before the grace timer,
+        // which may be the io_context's last work, is cancelled. (This may run on a thread that
+        // is not the io_context's, while run() is about to return for lack of work.)
+        asio::post(executor, [self = shared_from_this(), waiters = std::move(waiters)]() mutable {
+            for (auto& w : waiters)
+                self->complete_stop_waiter(std::move(w));
+            if (self->grace) // no longer needed: it must not keep io_context::run busy
+                self->grace->cancel();
+        });
     }
 
     // Like any Asio operation's: through the server's executor, then the waiter's own if it has one.
