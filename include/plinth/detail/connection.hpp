@@ -813,8 +813,7 @@ private:
             }
             const auto taken = st->take(batch_, 64 * 1024);
             if (taken == stream_state::take_result::aborted) {
-                reason = close_reason::slow_client;
-                core_->log(log_level::info, "dropped a client that fell behind its stream (queue full)");
+                reason = fell_behind();
                 ok = false;
                 break;
             }
@@ -929,14 +928,19 @@ private:
             core_->log(log_level::info, "dropped a client that stopped reading its stream (write timeout)");
             return hard_stop_ ? close_reason::server_stopping : close_reason::slow_client;
         }
-        if (st.aborted()) {
-            core_->log(log_level::info, "dropped a client that fell behind its stream (queue full)");
-            return close_reason::slow_client;
-        }
+        if (st.aborted())
+            return fell_behind();
         if (disconnected_ || client_went_away(ec))
             return close_reason::client_gone;
         core_->log(log_level::warning, "stream write failed: " + ec.message());
         return close_reason::failed;
+    }
+
+    // The stream's queue overflowed with the close policy: its client is dropped.
+    close_reason fell_behind() const
+    {
+        core_->log(log_level::info, "dropped a client that fell behind its stream (queue full)");
+        return close_reason::slow_client;
     }
 
     // A producer queued something (or overflowed the queue) while this connection streams.
