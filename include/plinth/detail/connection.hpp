@@ -83,7 +83,9 @@ struct server_core : std::enable_shared_from_this<server_core> {
 
     std::mutex mutex; // guards what follows
     std::list<std::weak_ptr<connection>> live;
-    bool stopping = false; // stop began
+    // Stop began. Written under `mutex`; atomic so that a connection deciding on keep-alive can
+    // read it without the lock, before its own request_stop() has reached its strand.
+    std::atomic<bool> stopping{false};
     bool stopped = false;  // ...and every connection is gone
     std::vector<asio::any_completion_handler<void()>> stop_waiters;
     std::optional<asio::steady_timer> grace; // on the acceptor's strand
@@ -396,7 +398,7 @@ private:
             }
             if (http::token_list{res[http::field::connection]}.exists("close"))
                 keep_alive = false;
-            keep_alive = keep_alive && !stopping_;
+            keep_alive = keep_alive && !stopping_ && !core_->stopping.load(std::memory_order_relaxed);
             ++core_->requests; // counted before the write, so a client that has its answer sees it
 
             if (stream_) {
