@@ -13,6 +13,7 @@
 #include <plinth/http.hpp>
 
 #include <boost/beast/http/verb.hpp>
+#include <boost/container/small_vector.hpp>
 
 #include <algorithm>
 #include <array>
@@ -107,7 +108,7 @@ public:
         if (!root_ || path.empty() || path.front() != '/')
             return result;
 
-        std::vector<std::string> segments;
+        segment_list segments;
         for (auto rest = path.substr(1);;) {
             auto slash = rest.find('/');
             auto decoded = detail::percent_decode(rest.substr(0, slash));
@@ -119,11 +120,11 @@ public:
             rest = rest.substr(slash + 1);
         }
 
-        std::vector<const std::string*> values;
+        value_list values;
         unsigned allowed = 0; // bit per verb index in method_order
         const route* found = nullptr;
-        std::vector<const std::string*> found_values;
-        visit(*root_, segments, 0, values, [&](const node& n, const std::vector<const std::string*>& v) {
+        value_list found_values;
+        visit(*root_, segments, 0, values, [&](const node& n, const value_list& v) {
             if (auto r = n.find(method, method == http::verb::head)) {
                 found = &routes_[*r];
                 found_values = v;
@@ -178,6 +179,11 @@ public:
     }
 
 private:
+    // A path's decoded segments and the parameter values among them: inline up to 8, so matching
+    // a request allocates nothing.
+    using segment_list = boost::container::small_vector<std::string, 8>;
+    using value_list = boost::container::small_vector<const std::string*, 8>;
+
     // Every method a route may use, in the order Allow lists them.
     static constexpr std::array method_order{
         http::verb::get,   http::verb::head,    http::verb::post,  http::verb::put,
@@ -207,8 +213,7 @@ private:
     };
 
     template <class F>
-    static bool visit(const node& n, const std::vector<std::string>& segments, std::size_t at,
-                      std::vector<const std::string*>& values, F&& f)
+    static bool visit(const node& n, const segment_list& segments, std::size_t at, value_list& values, F&& f)
     {
         if (at == segments.size())
             return !n.methods.empty() && f(n, values);

@@ -21,7 +21,7 @@ namespace plinth {
 struct server_options {
     std::string address = "127.0.0.1";        ///< address to bind
     std::uint16_t port = 8080;                 ///< port to bind; 0 picks a free one (see server::port)
-    std::string server_name = "plinth";        ///< the `Server` header
+    std::string server_name = "plinth";        ///< the `Server` header, unless the response has one
 
     /// Request line + headers; beyond: 431 and close (414 when the request line alone is longer).
     std::uint32_t max_header_bytes = 8 * 1024;

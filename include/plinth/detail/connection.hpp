@@ -200,6 +200,15 @@ inline asio::awaitable<void> refuse(std::shared_ptr<server_core> core, asio::ip:
     socket.close(ec);
 }
 
+// The completion token of a connection's own reads and writes: errors as values, and no
+// cancellation slot. Deadlines and stops reach these through the socket (cancel, shutdown); the
+// coroutine's slot is for what a request waits on, and an operation tied to it costs an
+// allocation every time it starts.
+inline auto unbound()
+{
+    return asio::bind_cancellation_slot(asio::cancellation_slot(), asio::as_tuple(asio::use_awaitable));
+}
+
 class connection : public std::enable_shared_from_this<connection>, private exchange_owner {
 public:
     connection(std::shared_ptr<server_core> core, asio::ip::tcp::socket socket)
@@ -332,7 +341,7 @@ private:
                     arm(phase::idle, first ? opt.header_timeout : opt.idle_timeout);
                 waited = true;
                 auto [ec, n] = co_await socket_.async_read_some(buffer_.prepare(beast::read_size(buffer_, 65536)),
-                                                                asio::as_tuple(asio::use_awaitable));
+                                                                unbound());
                 buffer_.commit(n);
                 if (ec || timed_out_) {
                     if (timed_out_)
@@ -348,7 +357,7 @@ private:
                 arm(phase::header, opt.header_timeout); // from the request's first byte
             first = false;
 
-            auto [ec, n] = co_await http::async_read_header(socket_, buffer_, parser, asio::as_tuple(asio::use_awaitable));
+            auto [ec, n] = co_await http::async_read_header(socket_, buffer_, parser, unbound());
             if (ec)
                 co_return co_await reject_read(ec, !parser.get().target().empty());
             if (auto status = check_header(parser.get())) {
@@ -414,12 +423,10 @@ private:
             finish(res, version, keep_alive);
 
             arm(phase::write, write_deadline());
-            if (head) {
-                http::response_serializer<http::string_body> sr{res};
-                std::tie(ec, n) = co_await http::async_write_header(socket_, sr, asio::as_tuple(asio::use_awaitable));
-            }
-            else
-                std::tie(ec, n) = co_await http::async_write(socket_, res, asio::as_tuple(asio::use_awaitable));
+            serialize_head(res);
+            const std::array<asio::const_buffer, 2> wire{asio::buffer(head_),
+                                                         head ? asio::const_buffer() : asio::buffer(res.body())};
+            std::tie(ec, n) = co_await asio::async_write(socket_, wire, unbound());
             if (ec) {
                 if (timed_out_) {
                     ++core_->timeouts;
@@ -979,10 +986,36 @@ private:
                               + "' threw: " + describe(err.exception));
     }
 
+    // The head in HTTP/1.1 wire format (what Beast's serializer writes), into a buffer whose
+    // capacity stays with the connection: the response then goes out in one gather write, with no
+    // serializer allocated per response.
+    void serialize_head(const response& res)
+    {
+        head_.clear();
+        head_ += res.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+        char code[3];
+        const unsigned status = res.result_int();
+        code[0] = static_cast<char>('0' + status / 100 % 10);
+        code[1] = static_cast<char>('0' + status / 10 % 10);
+        code[2] = static_cast<char>('0' + status % 10);
+        head_.append(code, 3);
+        head_ += ' ';
+        head_ += res.reason();
+        head_ += "\r\n";
+        for (const auto& f : res) {
+            head_ += f.name_string();
+            head_ += ": ";
+            head_ += f.value();
+            head_ += "\r\n";
+        }
+        head_ += "\r\n";
+    }
+
     void finish(response& res, unsigned version, bool keep_alive) const
     {
         res.version(version);
-        res.set(http::field::server, core_->options.server_name);
+        if (res.find(http::field::server) == res.end()) // a handler or interceptor may name itself
+            res.set(http::field::server, core_->options.server_name);
         res.set(http::field::date, current_http_date());
         const unsigned status = res.result_int();
         if (status < 200 || status == 204 || status == 304)
@@ -1005,6 +1038,7 @@ private:
     asio::steady_timer deadline_; // see arm()
     asio::steady_timer::time_point expiry_ = asio::steady_timer::time_point::max();
     beast::flat_buffer buffer_;
+    std::string head_; // the response head being written; see serialize_head
     exchange exchange_;
     asio::cancellation_signal cancel_request_;  // emitted when the client leaves mid-request
     std::optional<asio::steady_timer> join_;    // wakes serve() when a read-ahead finishes

@@ -1,0 +1,152 @@
+//
+// Copyright (c) 2026 The plinth authors
+// Distributed under the Boost Software License, Version 1.0.
+// (See accompanying file LICENSE or copy at http://www.boost.org/LICENSE_1_0.txt)
+//
+// The per-request fast path, guarded by allocation counts rather than timings: a regression in
+// what a request costs fails here, on any machine, however loaded. The counts are process-wide;
+// the client below reads and writes preallocated buffers with blocking calls, so every counted
+// allocation is the server's.
+
+#include "../unit/alloc_counter.hpp"
+#include "test_server.hpp"
+
+#include <plinth/plinth.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+
+#include <string>
+#include <thread>
+
+using namespace plinth_test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// One keep-alive connection sending the same request over and over, `depth` at a time.
+class repeater {
+public:
+    repeater(std::uint16_t port, std::string request, unsigned depth) : socket_(ioc_), depth_(depth)
+    {
+        socket_.connect({asio::ip::make_address("127.0.0.1"), port});
+        socket_.set_option(tcp::no_delay(true));
+        for (unsigned i = 0; i < depth; ++i)
+            batch_ += request;
+        // Learn the response's size from one exchange: every answer to the same request has the
+        // same size (the Date header is fixed-width), so later reads need no parsing.
+        asio::write(socket_, asio::buffer(request));
+        std::string head;
+        asio::read_until(socket_, asio::dynamic_buffer(head), "\r\n\r\n");
+        const auto end = head.find("\r\n\r\n") + 4;
+        const auto at = head.find("Content-Length: ");
+        REQUIRE(at != std::string::npos);
+        response_size_ = end + std::stoul(head.substr(at + 16));
+        if (head.size() < response_size_)
+            asio::read(socket_, asio::dynamic_buffer(head), asio::transfer_exactly(response_size_ - head.size()));
+        REQUIRE(head.size() == response_size_);
+        incoming_.resize(response_size_ * depth);
+    }
+
+    /// Sends `rounds` batches and reads every answer; allocates nothing itself.
+    void run(unsigned rounds)
+    {
+        for (unsigned r = 0; r < rounds; ++r) {
+            asio::write(socket_, asio::buffer(batch_));
+            asio::read(socket_, asio::buffer(incoming_));
+        }
+    }
+
+    /// Allocations per request, once the connection is warm.
+    double allocations_per_request(unsigned rounds = 200)
+    {
+        run(20); // warm: the connection's buffers and Asio's per-thread caches reach their size
+        allocation_scope scope;
+        run(rounds);
+        return static_cast<double>(scope.allocations()) / (rounds * depth_);
+    }
+
+private:
+    asio::io_context ioc_;
+    tcp::socket socket_;
+    unsigned depth_;
+    std::string batch_;
+    std::size_t response_size_ = 0;
+    std::vector<char> incoming_;
+};
+
+const std::string get_hello = "GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n";
+
+// The benchmarked configuration: a router and one interceptor.
+std::vector<plinth::route> bench_routes()
+{
+    return {
+        {http::verb::get, "/hello", [](const plinth::request&) { return plinth::text("Hello, World!"); }},
+        {http::verb::get, "/users/{id}", [](const plinth::context& c) { return plinth::text(std::string(c.param("id"))); }},
+        {http::verb::get, "/suspend",
+         [](const plinth::context&, plinth::async_response ar) { ar.resume(plinth::text("resumed")); }},
+        {http::verb::get, "/await",
+         [](const plinth::request&) -> asio::awaitable<plinth::response> { co_return plinth::text("awaited"); }},
+    };
+}
+
+void add_interceptor(plinth::server& s)
+{
+    s.use({.name = "server-header", .leave = [](plinth::context& c) {
+               if (c.response)
+                   c.response->set(http::field::server, "plinth");
+           }});
+}
+
+double measure(const std::string& request, unsigned depth)
+{
+    test_server srv{bench_routes(), {}, add_interceptor, 1};
+    repeater r{srv.port(), request, depth};
+    const double per_request = r.allocations_per_request();
+    UNSCOPED_INFO(request.substr(0, request.find(' ', 4)) << " depth " << depth << ": " << per_request
+                                                          << " allocations per request");
+    return per_request;
+}
+
+} // namespace
+
+// What a request needs from the heap, and nothing else: Beast's fields allocate one block per
+// field and one for the request line's target. For GET /hello that is the request's target and
+// Host, the response's Content-Type, the interceptor's Server, Date and Content-Length: six. The
+// seventh is the chain's coroutine frame, which Asio's recycling allocator does not take (it is
+// larger than the 1 KiB blocks that allocator keeps).
+constexpr double fields_of_hello = 6;
+constexpr double chain_frame = 1;
+
+TEST_CASE("fast path: a keep-alive GET /hello through the router and an interceptor allocates only for the "
+          "header fields and the chain's frame",
+          "[fast_path]")
+{
+    CHECK(measure(get_hello, 1) <= fields_of_hello + chain_frame);
+}
+
+TEST_CASE("fast path: pipelined requests cost no more than one at a time", "[fast_path]")
+{
+    CHECK(measure(get_hello, 16) <= fields_of_hello + chain_frame);
+}
+
+TEST_CASE("fast path: a route with a parameter costs no more than a fixed route", "[fast_path]")
+{
+    // The router matches with inline storage; the parameter's value fits the string's own buffer.
+    CHECK(measure("GET /users/42 HTTP/1.1\r\nHost: bench\r\n\r\n", 1) <= fields_of_hello + chain_frame);
+}
+
+TEST_CASE("fast path: an awaitable handler costs a few coroutine frames more than a plain one", "[fast_path]")
+{
+    // Coroutine frames: the handler's, the stage awaiting it, the chain's and the connection's
+    // (with more frames alive at once, Asio's two-block cache per thread no longer covers them).
+    CHECK(measure("GET /await HTTP/1.1\r\nHost: bench\r\n\r\n", 1) <= fields_of_hello + chain_frame + 6);
+}
+
+TEST_CASE("fast path: a suspended request resumed at once costs its suspension's state and no more", "[fast_path]")
+{
+    // The suspension's shared state, the stage awaiting it and the coroutine frames around it.
+    CHECK(measure("GET /suspend HTTP/1.1\r\nHost: bench\r\n\r\n", 1) <= fields_of_hello + chain_frame + 6);
+}
