@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+# Turns tests/perf/run's raw measurements into results.md (medians, ratios, goals) and a plot.
+#
+#   report.py raw.tsv results.md results.png date machine
+#
+# raw.tsv lines: benchmark, server, round, then "key=value key=value ..." (wrk's rps, or the
+# load generator's own line).
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+
+raw_path, md_path, png_path, date, machine = sys.argv[1:6]
+
+runs = defaultdict(list)  # (benchmark, server) -> [ {key: value} ]
+for line in open(raw_path):
+    bench, server, _round, fields = line.rstrip("\n").split("\t", 3)
+    values = {}
+    for pair in fields.split():
+        key, _, value = pair.partition("=")
+        try:
+            values[key] = float(value)
+        except ValueError:
+            values[key] = value
+    runs[(bench, server)].append(values)
+
+
+def median(bench, server, key):
+    vs = [r[key] for r in runs.get((bench, server), []) if isinstance(r.get(key), float)]
+    return statistics.median(vs) if vs else None
+
+
+def rounds(bench, server):
+    return len(runs.get((bench, server), []))
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "n/a"
+    return f"{v:,.{digits}f}"
+
+
+def goal(ok, text):
+    return ("met: " if ok else "**missed**: ") + text
+
+
+out = []
+out.append(f"Measured on {date}, {machine}, by `tests/perf/run` (medians of "
+           f"{rounds('hello_50', 'plinth')} rounds; servers alternate within each round, pinned to CPU 0, "
+           f"load generators to CPU 1). The machine is shared: compare ratios, not absolute figures.")
+out.append("")
+
+servers = ["plinth", "nginx", "restinio", "beast"]
+names = {"plinth": "plinth", "nginx": "nginx (1 worker)", "restinio": "RESTinio", "beast": "minimal Beast"}
+scenarios = [("hello_50", "GET /hello, 50 connections"), ("hello_1000", "GET /hello, 1,000 connections"),
+             ("pipelined_16", "GET /hello, 50 connections, pipelined depth 16")]
+out.append("### Throughput (requests/s; one server thread, wrk with one thread)")
+out.append("")
+out.append("| | " + " | ".join(names[s] for s in servers) + " | plinth / nginx | plinth / RESTinio | plinth / Beast |")
+out.append("|---|" + "---:|" * (len(servers) + 3))
+ratios = {}
+for bench, title in scenarios:
+    m = {s: median(bench, s, "rps") for s in servers}
+    row = [fmt(m[s]) for s in servers]
+    for peer in ["nginx", "restinio", "beast"]:
+        r = m["plinth"] / m[peer] if m["plinth"] and m[peer] else None
+        ratios[(bench, peer)] = r
+        row.append(fmt(r, 2) + "x" if r else "n/a")
+    out.append(f"| {title} | " + " | ".join(row) + " |")
+out.append("")
+
+out.append("### Suspended requests (plinth, one server thread)")
+out.append("")
+out.append("| | figure | goal |")
+out.append("|---|---:|---|")
+for n in (1000, 10000, 19000):
+    b = f"capacity_{n}"
+    per = median(b, "plinth", "bytes_per_request")
+    answered = median(b, "plinth", "answered")
+    text = f"{fmt(per)} B ({fmt(per / 1024 if per else None, 2)} KiB) per request, {fmt(answered)} of {n:,} answered"
+    g = goal(per is not None and per <= 1.5 * 1024 and answered == n, "<= 1.5 KiB at 19,000") if n == 19000 else ""
+    out.append(f"| server RSS held for {n:,} suspended requests | {text} | {g} |")
+p50, p99, p999 = (median("latency", "plinth", k) for k in ("p50_us", "p99_us", "p999_us"))
+out.append(f"| resume latency, 10,000 suspended resumed 10,000/s by a worker thread (resume call to last byte) "
+           f"| p50 {fmt(p50, 1)} µs, p99 {fmt(p99, 1)} µs, p99.9 {fmt(p999, 1)} µs "
+           f"| {goal(p99 is not None and p99 <= 100, 'p99 <= 100 µs')} |")
+spread = median("timeouts", "plinth", "spread_ms")
+late50 = median("timeouts", "plinth", "p50_ms")
+out.append(f"| timeout precision, 10,000 suspended with a 1 s timeout: spread of the 503s' lateness (sent 10,000/s) "
+           f"| {fmt(spread, 2)} ms (median lateness {fmt(late50, 2)} ms) "
+           f"| {goal(spread is not None and spread <= 50, '<= 50 ms')} |")
+waits = median("waits", "plinth", "elapsed_ms")
+out.append(f"| 1,000 concurrent requests that each wait 1 s, plinth on one thread | {fmt(waits)} ms "
+           f"| {goal(waits is not None and waits <= 1100, '<= 1,100 ms')} |")
+h = runs.get(("waits", "httplib"), [{}])[0]
+h_answered, h_elapsed = h.get("answered"), h.get("elapsed_ms")
+out.append(f"| the same against cpp-httplib, its default thread pool (one round, 15 s deadline) "
+           f"| {fmt(h_answered)} of 1,000 answered in {fmt(h_elapsed)} ms | |")
+c_plinth, c_beast = median("compile", "plinth", "ms"), median("compile", "beast", "ms")
+c_ratio = c_plinth / c_beast if c_plinth and c_beast else None
+out.append(f"| compile time, `examples/hello` vs the minimal Beast server (g++ -O2) "
+           f"| {fmt(c_plinth)} ms vs {fmt(c_beast)} ms ({fmt(c_ratio, 2)}x) "
+           f"| {goal(c_ratio is not None and c_ratio <= 1.3, '<= 1.3x')} |")
+out.append("")
+
+out.append("### Throughput goals")
+out.append("")
+for bench, peer, target in (("hello_50", "restinio", 1.05), ("hello_50", "nginx", 0.9), ("pipelined_16", "nginx", 0.9)):
+    r = ratios.get((bench, peer))
+    out.append(f"- {dict(scenarios)[bench]}: plinth / {names[peer]} = {fmt(r, 2)}x, "
+               + goal(r is not None and r >= target, f">= {target}x"))
+out.append("")
+out.append("![throughput](results.png)")
+
+with open(md_path, "w") as f:
+    f.write("\n".join(out) + "\n")
+
+# The plot: one group of bars per throughput scenario.
+with tempfile.NamedTemporaryFile("w", suffix=".dat", delete=False) as data:
+    data.write("scenario " + " ".join(f'"{names[s]}"' for s in servers) + "\n")
+    for bench, title in scenarios:
+        label = title.replace("GET /hello, ", "").replace(" connections", " conn.")
+        data.write(f'"{label}" ' + " ".join(str(median(bench, s, "rps") or 0) for s in servers) + "\n")
+script = f"""
+set terminal pngcairo size 900,480 font ",10"
+set output "{png_path}"
+set title "GET /hello, requests/s (one server thread; {date}, {machine})" noenhanced
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set key top left autotitle columnhead noenhanced
+set ylabel "requests/s"
+set yrange [0:*]
+set grid ytics
+set format y "%.0s%c"
+plot for [i=2:{len(servers) + 1}] "{data.name}" using i:xtic(1)
+"""
+subprocess.run(["gnuplot"], input=script, text=True, check=True)
