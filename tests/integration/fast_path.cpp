@@ -18,6 +18,7 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
+#include <future>
 #include <string>
 #include <thread>
 
@@ -89,8 +90,22 @@ std::vector<plinth::route> bench_routes()
          [](const plinth::context&, plinth::async_response ar) { ar.resume(plinth::text("resumed")); }},
         {http::verb::get, "/await",
          [](const plinth::request&) -> asio::awaitable<plinth::response> { co_return plinth::text("awaited"); }},
+        {http::verb::post, "/echo", [](const plinth::request& req) { return plinth::text(req.body()); }},
     };
 }
+
+// A route that parks its request and hands the handle over to the test.
+struct parked {
+    std::promise<plinth::async_response> handle;
+
+    plinth::route route()
+    {
+        return {http::verb::get, "/park",
+                [this](const plinth::context&, plinth::async_response ar) { handle.set_value(ar); }};
+    }
+};
+
+const std::string hello_request = "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n";
 
 void add_interceptor(plinth::server& s)
 {
@@ -149,4 +164,59 @@ TEST_CASE("fast path: a suspended request resumed at once costs its suspension's
 {
     // The suspension's shared state, the stage awaiting it and the coroutine frames around it.
     CHECK(measure("GET /suspend HTTP/1.1\r\nHost: bench\r\n\r\n", 1) <= fields_of_hello + chain_frame + 6);
+}
+
+// -- answers held back while a pipelined batch is parsed --
+
+TEST_CASE("fast path: the answers held for a pipelined batch go out as soon as a request of the batch suspends",
+          "[fast_path]")
+{
+    parked p;
+    auto routes = bench_routes();
+    routes.push_back(p.route());
+    test_server srv{std::move(routes)};
+    client c{srv.port()};
+    auto handle = p.handle.get_future();
+    c.write_raw(hello_request + hello_request + hello_request + "GET /park HTTP/1.1\r\nHost: t\r\n\r\n" + hello_request);
+    auto ar = handle.get(); // suspended, not resumed: the three answers before it must not wait for it
+    for (int i = 0; i < 3; ++i)
+        CHECK(c.read().body() == "Hello, World!");
+    CHECK(ar.resume(plinth::text("parked")));
+    CHECK(c.read().body() == "parked");
+    CHECK(c.read().body() == "Hello, World!");
+}
+
+TEST_CASE("fast path: a pipelined batch ending in a malformed request gets its answers, then 400", "[fast_path]")
+{
+    test_server srv{bench_routes()};
+    client c{srv.port()};
+    c.write_raw(hello_request + hello_request + "NOT A REQUEST\r\n\r\n");
+    CHECK(c.read().result() == http::status::ok);
+    CHECK(c.read().result() == http::status::ok);
+    CHECK(c.read().result() == http::status::bad_request);
+    CHECK(c.closed_by_server());
+}
+
+TEST_CASE("fast path: the answers before a pipelined request whose body is still on its way are not held for it",
+          "[fast_path]")
+{
+    test_server srv{bench_routes()};
+    client c{srv.port()};
+    c.write_raw(hello_request + hello_request + "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345");
+    CHECK(c.read().body() == "Hello, World!"); // before the rest of the body is sent
+    CHECK(c.read().body() == "Hello, World!");
+    c.write_raw("67890");
+    CHECK(c.read().body() == "1234567890");
+}
+
+TEST_CASE("fast path: a pipelined batch of 64 requests gets 64 answers in order", "[fast_path]")
+{
+    test_server srv{bench_routes()};
+    client c{srv.port()};
+    std::string batch;
+    for (int i = 0; i < 64; ++i)
+        batch += "GET /users/" + std::to_string(i) + " HTTP/1.1\r\nHost: t\r\n\r\n";
+    c.write_raw(batch);
+    for (int i = 0; i < 64; ++i)
+        CHECK(c.read().body() == std::to_string(i));
 }

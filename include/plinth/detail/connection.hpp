@@ -325,7 +325,8 @@ private:
         const server_options& opt = core_->options;
         bool first = true;
         for (;;) {
-            co_await join_watch();
+            if (watch_pending_)
+                co_await join_watch();
             http::request_parser<http::string_body> parser;
             parser.header_limit(opt.max_header_bytes);
             parser.body_limit(opt.max_body_bytes);
@@ -365,6 +366,8 @@ private:
                 co_return co_await reject(*status);
             }
             if (!parser.is_done()) {
+                if (!co_await flush_deferred()) // the body may need reads: nothing may wait behind them
+                    co_return close();
                 arm(phase::body, opt.body_timeout);
                 if (expects_continue(parser.get())) {
                     static constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -411,7 +414,7 @@ private:
             ++core_->requests; // counted before the write, so a client that has its answer sees it
 
             if (stream_) {
-                if (!co_await write_stream(res, version, head, keep_alive)) {
+                if (!co_await flush_deferred() || !co_await write_stream(res, version, head, keep_alive)) {
                     finish_suspensions(true, std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
                     co_return close();
                 }
@@ -421,12 +424,25 @@ private:
                 continue;
             }
             finish(res, version, keep_alive);
+            serialize_head(res);
+            const std::string_view body = head ? std::string_view() : std::string_view(res.body());
+            if (deferrable(keep_alive, body.size())) {
+                out_ += head_;
+                out_ += body;
+                continue; // no suspension: nothing waits for the write
+            }
 
             arm(phase::write, write_deadline());
-            serialize_head(res);
-            const std::array<asio::const_buffer, 2> wire{asio::buffer(head_),
-                                                         head ? asio::const_buffer() : asio::buffer(res.body())};
-            std::tie(ec, n) = co_await asio::async_write(socket_, wire, unbound());
+            if (flushing_)
+                co_await join_flush();
+            if (flush_error_)
+                ec = flush_error_;
+            else {
+                // What earlier pipelined requests deferred, then this response, in one write.
+                const std::array<asio::const_buffer, 3> wire{asio::buffer(out_), asio::buffer(head_), asio::buffer(body)};
+                std::tie(ec, n) = co_await asio::async_write(socket_, wire, unbound());
+                out_.clear();
+            }
             if (ec) {
                 if (timed_out_) {
                     ++core_->timeouts;
@@ -576,6 +592,8 @@ private:
     // Answers a request that will not be handled, then closes without losing the answer.
     asio::awaitable<void> reject(http::status status)
     {
+        if (!co_await flush_deferred()) // earlier pipelined requests' answers go first
+            co_return close();
         response res = text(std::string(http::obsolete_reason(status)), status);
         finish(res, 11, false);
         arm(phase::write, write_deadline());
@@ -670,6 +688,7 @@ private:
 
     void watch_for_disconnect() override
     {
+        start_flush(); // the request goes asynchronous: earlier answers must not wait for it
         if (watching_ || disconnected_)
             return;
         watching_ = true;
@@ -685,8 +704,11 @@ private:
             return;
         }
         watch_pending_ = true;
+        // Whatever room the buffer has (at least a little): a suspended request's client rarely
+        // sends more, and growing the buffer here would cost every held request kilobytes.
+        const std::size_t room = std::max<std::size_t>(buffer_.capacity() - buffer_.size(), 256);
         socket_.async_read_some(
-            buffer_.prepare(std::min<std::size_t>(limit - buffer_.size(), 4096)),
+            buffer_.prepare(std::min<std::size_t>(limit - buffer_.size(), room)),
             [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->on_read_ahead(ec, n); });
     }
 
@@ -727,6 +749,67 @@ private:
                 join_.emplace(socket_.get_executor(), asio::steady_timer::time_point::max());
             co_await join_->async_wait(asio::as_tuple(asio::use_awaitable));
         }
+    }
+
+    // -- pipelined answers, written together --
+    //
+    // When a client pipelines, the next request's header is often already in the buffer. Its
+    // answer is then held back (out_) and written with the next one, so that a batch of pipelined
+    // requests costs one write, not one per request. Nothing may wait behind held answers: they go
+    // out before any read that may block (a body), before a stream or a rejection, and as soon as
+    // a request goes asynchronous (start_flush, from watch_for_disconnect).
+
+    // Whether this answer may wait for the next one: the next request can be parsed from the
+    // buffer alone, and nothing (a suspension's on_complete, a read-ahead) waits for this write.
+    bool deferrable(bool keep_alive, std::size_t body_size)
+    {
+        if (!keep_alive || !exchange_.suspensions.empty() || watch_pending_ || flushing_ || flush_error_)
+            return false;
+        if (out_.size() + head_.size() + body_size > max_deferred_bytes)
+            return false;
+        skip_empty_lines();
+        const std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+        return data.find("\r\n\r\n") != std::string_view::npos;
+    }
+
+    // Starts writing the held answers; on the strand, while the chain waits.
+    void start_flush()
+    {
+        if (out_.empty() || flushing_)
+            return;
+        flushing_ = true;
+        asio::async_write(socket_, asio::buffer(out_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+            self->flushing_ = false;
+            self->out_.clear();
+            if (ec)
+                self->flush_error_ = ec;
+            if (self->join_)
+                self->join_->cancel(); // serve() may be waiting for this write
+        });
+    }
+
+    asio::awaitable<void> join_flush()
+    {
+        while (flushing_) {
+            if (!join_)
+                join_.emplace(socket_.get_executor(), asio::steady_timer::time_point::max());
+            co_await join_->async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+    }
+
+    // Writes the held answers now; false when that failed.
+    asio::awaitable<bool> flush_deferred()
+    {
+        if (flushing_)
+            co_await join_flush();
+        if (flush_error_)
+            co_return false;
+        if (out_.empty())
+            co_return true;
+        arm(phase::write, write_deadline());
+        auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(out_), unbound());
+        out_.clear();
+        co_return !ec;
     }
 
     // Runs the request through the chain and turns the outcome into a response; `unhandled` gets
@@ -1039,6 +1122,10 @@ private:
     asio::steady_timer::time_point expiry_ = asio::steady_timer::time_point::max();
     beast::flat_buffer buffer_;
     std::string head_; // the response head being written; see serialize_head
+    std::string out_;  // answers held back while a pipelined batch is parsed; see deferrable
+    bool flushing_ = false;         // start_flush is writing out_
+    beast::error_code flush_error_; // ...and failed
+    static constexpr std::size_t max_deferred_bytes = 16 * 1024;
     exchange exchange_;
     asio::cancellation_signal cancel_request_;  // emitted when the client leaves mid-request
     std::optional<asio::steady_timer> join_;    // wakes serve() when a read-ahead finishes
