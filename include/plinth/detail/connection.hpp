@@ -37,8 +37,6 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/rfc7230.hpp>
-#include <boost/beast/http/serializer.hpp>
-#include <boost/beast/http/write.hpp>
 
 #include <array>
 #include <atomic>
@@ -155,6 +153,43 @@ inline bool client_went_away(const beast::error_code& ec)
         || ec == asio::error::operation_aborted;
 }
 
+// The completion token of a connection's own reads and writes: errors as values, and no
+// cancellation slot. Deadlines and stops reach these through the socket (cancel, shutdown); the
+// coroutine's slot is for what a request waits on, and an operation tied to it costs an
+// allocation every time it starts.
+inline auto unbound()
+{
+    return asio::bind_cancellation_slot(asio::cancellation_slot(), asio::as_tuple(asio::use_awaitable));
+}
+
+// Up to three buffers: every write of the connection's own (a head and a body, what pipelined
+// requests held back, a chunk) goes through this one instantiation of async_write and of its
+// completion token, which keeps what including plinth costs a build down.
+using wire = std::array<asio::const_buffer, 3>;
+
+// A response head in HTTP/1.1 wire format (what Beast's serializer writes), into `out`, whose
+// capacity the caller keeps: the response then goes out in one gather write, with no serializer
+// allocated per response.
+inline void serialize_head(std::string& out, const response& res)
+{
+    out.clear();
+    out += res.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    const unsigned status = res.result_int();
+    const char code[3] = {static_cast<char>('0' + status / 100 % 10), static_cast<char>('0' + status / 10 % 10),
+                          static_cast<char>('0' + status % 10)};
+    out.append(code, 3);
+    out += ' ';
+    out += res.reason();
+    out += "\r\n";
+    for (const auto& f : res) {
+        out += f.name_string();
+        out += ": ";
+        out += f.value();
+        out += "\r\n";
+    }
+    out += "\r\n";
+}
+
 /// Closing a socket with unread bytes makes the kernel send a reset, which can destroy a
 /// response before the client reads it: stop sending, then drain for up to a second (nginx's
 /// lingering close). The caller closes the socket.
@@ -178,7 +213,7 @@ inline asio::awaitable<void> linger(asio::ip::tcp::socket& socket)
     std::size_t drained = 0;
     while (!ec && drained < 1024 * 1024) {
         std::size_t n = 0;
-        std::tie(ec, n) = co_await socket.async_read_some(asio::buffer(sink), asio::as_tuple(asio::use_awaitable));
+        std::tie(ec, n) = co_await socket.async_read_some(asio::buffer(sink), unbound());
         drained += n;
     }
     *done = true;
@@ -194,19 +229,13 @@ inline asio::awaitable<void> refuse(std::shared_ptr<server_core> core, asio::ip:
     res.set(http::field::retry_after, "1");
     res.keep_alive(false);
     res.prepare_payload();
-    auto [ec, n] = co_await http::async_write(socket, res, asio::as_tuple(asio::use_awaitable));
+    std::string head;
+    serialize_head(head, res);
+    const wire out{asio::buffer(head), asio::buffer(res.body()), {}};
+    auto [ec, n] = co_await asio::async_write(socket, out, unbound());
     if (!ec)
         co_await linger(socket);
     socket.close(ec);
-}
-
-// The completion token of a connection's own reads and writes: errors as values, and no
-// cancellation slot. Deadlines and stops reach these through the socket (cancel, shutdown); the
-// coroutine's slot is for what a request waits on, and an operation tied to it costs an
-// allocation every time it starts.
-inline auto unbound()
-{
-    return asio::bind_cancellation_slot(asio::cancellation_slot(), asio::as_tuple(asio::use_awaitable));
 }
 
 class connection : public std::enable_shared_from_this<connection>, private exchange_owner {
@@ -371,13 +400,13 @@ private:
                 arm(phase::body, opt.body_timeout);
                 if (expects_continue(parser.get())) {
                     static constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
-                    std::tie(ec, n) = co_await asio::async_write(socket_, asio::buffer(continue_line),
-                                                                 asio::as_tuple(asio::use_awaitable));
+                    const wire out{asio::buffer(continue_line), {}, {}};
+                    std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
                     if (ec)
                         co_return co_await reject_read(ec);
                 }
                 const auto fields = std::distance(parser.get().begin(), parser.get().end());
-                std::tie(ec, n) = co_await http::async_read(socket_, buffer_, parser, asio::as_tuple(asio::use_awaitable));
+                std::tie(ec, n) = co_await http::async_read(socket_, buffer_, parser, unbound());
                 if (ec)
                     co_return co_await reject_read(ec);
                 // Beast adds a chunked body's trailer fields to the headers; a trailer must not
@@ -424,7 +453,7 @@ private:
                 continue;
             }
             finish(res, version, keep_alive);
-            serialize_head(res);
+            serialize_head(head_, res);
             const std::string_view body = head ? std::string_view() : std::string_view(res.body());
             if (deferrable(keep_alive, body.size())) {
                 out_ += head_;
@@ -439,8 +468,8 @@ private:
                 ec = flush_error_;
             else {
                 // What earlier pipelined requests deferred, then this response, in one write.
-                const std::array<asio::const_buffer, 3> wire{asio::buffer(out_), asio::buffer(head_), asio::buffer(body)};
-                std::tie(ec, n) = co_await asio::async_write(socket_, wire, unbound());
+                const wire out{asio::buffer(out_), asio::buffer(head_), asio::buffer(body)};
+                std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
                 out_.clear();
             }
             if (ec) {
@@ -597,7 +626,9 @@ private:
         response res = text(std::string(http::obsolete_reason(status)), status);
         finish(res, 11, false);
         arm(phase::write, write_deadline());
-        auto [ec, n] = co_await http::async_write(socket_, res, asio::as_tuple(asio::use_awaitable));
+        serialize_head(head_, res);
+        const wire out{asio::buffer(head_), asio::buffer(res.body()), {}};
+        auto [ec, n] = co_await asio::async_write(socket_, out, unbound());
         if (!ec)
             co_await linger(socket_);
         close();
@@ -807,7 +838,8 @@ private:
         if (out_.empty())
             co_return true;
         arm(phase::write, write_deadline());
-        auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(out_), unbound());
+        const wire out{asio::buffer(out_), {}, {}};
+        auto [ec, n] = co_await asio::async_write(socket_, out, unbound());
         out_.clear();
         co_return !ec;
     }
@@ -878,9 +910,10 @@ private:
         beast::error_code ec;
         std::size_t n = 0;
         {
-            http::response_serializer<http::string_body> sr{head};
+            serialize_head(head_, head);
+            const wire out{asio::buffer(head_), {}, {}};
             arm(phase::write, write_deadline());
-            std::tie(ec, n) = co_await http::async_write_header(socket_, sr, asio::as_tuple(asio::use_awaitable));
+            std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
         }
         if (ec) {
             reason = write_failure(ec, *st);
@@ -956,7 +989,8 @@ private:
         if (ok && end && chunked) {
             const std::string last = "0\r\n" + st->trailer() + "\r\n";
             arm(phase::write, write_deadline());
-            std::tie(ec, n) = co_await asio::async_write(socket_, asio::buffer(last), asio::as_tuple(asio::use_awaitable));
+            const wire out{asio::buffer(last), {}, {}};
+            std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
             if (ec) {
                 reason = write_failure(ec, *st);
                 ok = false;
@@ -1067,31 +1101,6 @@ private:
         core_->log(level, std::string(req.method_string()) + " " + std::string(req.target()) + ": "
                               + std::string(to_string(err.stage)) + " stage of '" + err.interceptor
                               + "' threw: " + describe(err.exception));
-    }
-
-    // The head in HTTP/1.1 wire format (what Beast's serializer writes), into a buffer whose
-    // capacity stays with the connection: the response then goes out in one gather write, with no
-    // serializer allocated per response.
-    void serialize_head(const response& res)
-    {
-        head_.clear();
-        head_ += res.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
-        char code[3];
-        const unsigned status = res.result_int();
-        code[0] = static_cast<char>('0' + status / 100 % 10);
-        code[1] = static_cast<char>('0' + status / 10 % 10);
-        code[2] = static_cast<char>('0' + status % 10);
-        head_.append(code, 3);
-        head_ += ' ';
-        head_ += res.reason();
-        head_ += "\r\n";
-        for (const auto& f : res) {
-            head_ += f.name_string();
-            head_ += ": ";
-            head_ += f.value();
-            head_ += "\r\n";
-        }
-        head_ += "\r\n";
     }
 
     void finish(response& res, unsigned version, bool keep_alive) const
