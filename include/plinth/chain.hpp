@@ -193,12 +193,19 @@ private:
 
 namespace detail {
 
-/// The state of one run of a chain; it lives in the frame of `basic_chain::execute`.
+/// The state of one run of a chain: it lives in the frame of `basic_chain::execute`, or with
+/// whoever drives the walk itself (a server's connection: begin, advance, then only if a stage is
+/// asynchronous `finish_async`, then end), so that a run whose stages are all synchronous needs no
+/// coroutine frame at all.
 template <class Context>
 struct execution {
     using interceptor_type = basic_interceptor<Context>;
     // Inline room for typical chains, so a synchronous run allocates nothing per stage.
     using list = boost::container::small_vector<const interceptor_type*, 16>;
+
+    explicit execution(const basic_chain<Context>& c) : chain(c) {}
+    execution(const execution&) = delete;
+    execution& operator=(const execution&) = delete;
 
     const basic_chain<Context>& chain;
     list queue;
@@ -207,6 +214,57 @@ struct execution {
     std::list<interceptor_type> owned;   // interceptors enqueued by value; std::list keeps addresses
     std::optional<chain_error> error;
     bool leaving = false;
+
+    // Where the walk is: the next enter stage, the leave stage of the next interceptor on the
+    // stack, or the error stage of the one just left.
+    enum class step : unsigned char { enter, leave, error_of_current };
+    step next = step::enter;
+    const interceptor_type* current = nullptr; // popped off the stack, on the way out
+    const interceptor_type* pending = nullptr; // the asynchronous stage advance() stopped at...
+    stage pending_stage = stage::enter;       // ...which of its stages...
+    std::exception_ptr pending_error;          // ...and, for an error stage, its argument
+    execution* outer = nullptr;                // a stage may run a nested chain over its context
+
+    // Links `ctx` to this run and queues the chain's interceptors.
+    void begin(Context& ctx)
+    {
+        for (const auto& i : chain.interceptors_)
+            queue.push_back(&i);
+        auto& link = static_cast<chain_context<Context>&>(ctx);
+        outer = link.execution_;
+        link.execution_ = this;
+        link.unhandled_.reset();
+    }
+
+    // Unlinks `ctx`, leaving it the error no stage handled.
+    void end(Context& ctx)
+    {
+        auto& link = static_cast<chain_context<Context>&>(ctx);
+        link.execution_ = outer;
+        if (error)
+            link.unhandled_ = std::make_shared<const chain_error>(std::move(*error));
+    }
+
+    // Runs stages until the walk is over (false) or reaches an asynchronous stage (true: call
+    // `await_pending`, then `complete`, then advance again).
+    bool advance(Context& ctx);
+
+    // Records how the asynchronous stage advance() stopped at ended.
+    void complete(Context& ctx, std::exception_ptr thrown);
+
+    // The asynchronous stage advance() stopped at, called (an enter stage only if `ctx`'s walk
+    // was not cancelled meanwhile: see finish_async).
+    asio::awaitable<std::exception_ptr> await_pending(Context& ctx) const
+    {
+        switch (pending_stage) {
+        case stage::enter:
+            return call_async(pending->enter, ctx);
+        case stage::leave:
+            return call_async(pending->leave, ctx);
+        default:
+            return call_async(pending->error, ctx, pending_error);
+        }
+    }
 
     static execution& of(chain_context<Context>& ctx, const char* what)
     {
@@ -395,92 +453,154 @@ bool execution<Context>::terminated(const Context& ctx) const
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 template <class Context>
+bool detail::execution<Context>::advance(Context& ctx)
+{
+    for (;;) {
+        switch (next) {
+        case step::enter: {
+            if (error || head >= queue.size()) { // the enter phase is over
+                drop_queue();
+                leaving = true;
+                next = step::leave;
+                continue;
+            }
+            const auto& i = *queue[head++];
+            stack.push_back(&i);
+            if (i.enter) {
+                observe(ctx, stage::enter, i, observe_point::before);
+                if (i.enter.is_async()) {
+                    pending = &i;
+                    pending_stage = stage::enter;
+                    return true;
+                }
+                if (auto thrown = call_sync(i.enter, ctx)) {
+                    fail(std::move(thrown), stage::enter, i);
+                    continue;
+                }
+                observe(ctx, stage::enter, i, observe_point::after);
+            }
+            // Checked after every interceptor, with or without enter, as Pedestal does.
+            if (terminated(ctx))
+                drop_queue();
+            continue;
+        }
+        case step::leave: { // leave stages in reverse, or error stages while an error is pending
+            if (stack.empty())
+                return false;
+            current = stack.back();
+            stack.pop_back();
+            next = step::error_of_current;
+            const auto& i = *current;
+            if (!error && i.leave) {
+                observe(ctx, stage::leave, i, observe_point::before);
+                if (i.leave.is_async()) {
+                    pending = &i;
+                    pending_stage = stage::leave;
+                    return true;
+                }
+                if (auto thrown = call_sync(i.leave, ctx))
+                    fail(std::move(thrown), stage::leave, i); // its own error stage is tried next
+                else
+                    observe(ctx, stage::leave, i, observe_point::after);
+            }
+            continue;
+        }
+        case step::error_of_current: {
+            next = step::leave;
+            const auto& i = *current;
+            if (error && i.error) {
+                observe(ctx, stage::error, i, observe_point::before);
+                if (i.error.is_async()) {
+                    pending = &i;
+                    pending_stage = stage::error;
+                    pending_error = error->exception;
+                    return true;
+                }
+                if (auto thrown = call_sync(i.error, ctx, error->exception))
+                    fail(std::move(thrown), stage::error, i);
+                else {
+                    error.reset(); // handled: the rest of the stack gets leave
+                    observe(ctx, stage::error, i, observe_point::after);
+                }
+            }
+            continue;
+        }
+        }
+    }
+}
+
+template <class Context>
+void detail::execution<Context>::complete(Context& ctx, std::exception_ptr thrown)
+{
+    const auto& i = *pending;
+    pending = nullptr;
+    pending_error = nullptr;
+    switch (pending_stage) {
+    case stage::enter:
+        if (thrown) {
+            fail(std::move(thrown), stage::enter, i);
+            return;
+        }
+        observe(ctx, stage::enter, i, observe_point::after);
+        if (terminated(ctx))
+            drop_queue();
+        return;
+    case stage::leave:
+        if (thrown)
+            fail(std::move(thrown), stage::leave, i);
+        else
+            observe(ctx, stage::leave, i, observe_point::after);
+        return;
+    default:
+        if (thrown)
+            fail(std::move(thrown), stage::error, i);
+        else {
+            error.reset();
+            observe(ctx, stage::error, i, observe_point::after);
+        }
+    }
+}
+
+namespace detail {
+
+/// Finishes a walk that `advance` stopped at an asynchronous stage: awaits it and every later one.
+/// Cancellation (a client gone) reaches the stage in flight as operation_aborted and then the error
+/// stages; it does not abort the walk itself, which the caller ensures with throw_if_cancelled(false).
+template <class Context>
+asio::awaitable<void> finish_async(execution<Context>& ex, Context& ctx)
+{
+    do {
+        bool cancelled = false;
+        if (ex.pending_stage == stage::enter) {
+            auto state = co_await asio::this_coro::cancellation_state;
+            cancelled = state.cancelled() != asio::cancellation_type::none;
+        }
+        std::exception_ptr thrown;
+        if (cancelled) // while no operation was pending (between two stages): start no more
+            thrown = std::make_exception_ptr(
+                boost::system::system_error(asio::error::operation_aborted, "plinth: the chain was cancelled"));
+        else
+            thrown = co_await ex.await_pending(ctx);
+        ex.complete(ctx, std::move(thrown));
+    } while (ex.advance(ctx));
+}
+
+} // namespace detail
+
+template <class Context>
 asio::awaitable<Context> basic_chain<Context>::execute(Context ctx) const
 {
-    using execution = detail::execution<Context>;
-    execution ex{*this, {}, 0, {}, {}, {}, false};
-    for (const auto& i : interceptors_)
-        ex.queue.push_back(&i);
-
-    // Cancellation (a client gone) must reach the stage in flight as operation_aborted and then
-    // the error stages, not abort the walk itself at our next co_await; restored on the way out.
-    const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
-    co_await asio::this_coro::throw_if_cancelled(false);
-
-    auto& link = static_cast<chain_context<Context>&>(ctx);
-    auto* const outer = link.execution_; // a stage may run a nested chain over its context
-    link.execution_ = &ex;
-    link.unhandled_.reset();
-
-    // Sync stages are plain calls and async ones a co_await: a helper cannot co_await on our
-    // behalf without a coroutine frame per stage, hence the two branches at each call site.
-    std::exception_ptr thrown;
-
-    // Enter phase.
-    while (!ex.error && ex.head < ex.queue.size()) {
-        const auto& i = *ex.queue[ex.head++];
-        ex.stack.push_back(&i);
-        if (i.enter) {
-            ex.observe(ctx, stage::enter, i, observe_point::before);
-            if (i.enter.is_async()) {
-                auto cancellation = co_await asio::this_coro::cancellation_state;
-                if (cancellation.cancelled() != asio::cancellation_type::none)
-                    // Cancelled while no operation was pending (between two stages): start no more.
-                    thrown = std::make_exception_ptr(
-                        boost::system::system_error(asio::error::operation_aborted, "plinth: the chain was cancelled"));
-                else
-                    thrown = co_await execution::call_async(i.enter, ctx);
-            }
-            else
-                thrown = execution::call_sync(i.enter, ctx);
-            if (thrown) {
-                ex.fail(std::move(thrown), stage::enter, i);
-                break;
-            }
-            ex.observe(ctx, stage::enter, i, observe_point::after);
-        }
-        // Checked after every interceptor, with or without enter, as Pedestal does.
-        if (ex.terminated(ctx))
-            ex.drop_queue();
+    detail::execution<Context> ex{*this};
+    ex.begin(ctx);
+    if (ex.advance(ctx)) {
+        // Cancellation must reach the stage in flight, not abort the walk at our next co_await;
+        // restored on the way out.
+        const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
+        co_await asio::this_coro::throw_if_cancelled(false);
+        co_await detail::finish_async(ex, ctx);
+        co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
     }
-    ex.drop_queue();
-    ex.leaving = true;
-
-    // Leave phase: leave stages in reverse, or error stages while an error is pending.
-    while (!ex.stack.empty()) {
-        const auto& i = *ex.stack.back();
-        ex.stack.pop_back();
-        if (!ex.error && i.leave) {
-            ex.observe(ctx, stage::leave, i, observe_point::before);
-            if (i.leave.is_async())
-                thrown = co_await execution::call_async(i.leave, ctx);
-            else
-                thrown = execution::call_sync(i.leave, ctx);
-            if (thrown)
-                ex.fail(std::move(thrown), stage::leave, i); // its own error stage is tried next
-            else
-                ex.observe(ctx, stage::leave, i, observe_point::after);
-        }
-        if (ex.error && i.error) {
-            ex.observe(ctx, stage::error, i, observe_point::before);
-            std::exception_ptr e = ex.error->exception;
-            if (i.error.is_async())
-                thrown = co_await execution::call_async(i.error, ctx, e);
-            else
-                thrown = execution::call_sync(i.error, ctx, e);
-            if (thrown)
-                ex.fail(std::move(thrown), stage::error, i);
-            else {
-                ex.error.reset(); // handled: the rest of the stack gets leave
-                ex.observe(ctx, stage::error, i, observe_point::after);
-            }
-        }
-    }
-
-    co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
-    link.execution_ = outer;
-    if (ex.error)
-        link.unhandled_ = std::make_shared<const chain_error>(std::move(*ex.error));
+    ex.end(ctx);
     co_return std::move(ctx);
 }
 #if defined(__GNUC__) && !defined(__clang__)

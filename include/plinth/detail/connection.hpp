@@ -850,9 +850,15 @@ private:
     {
         context ctx{exchange_};
         try {
-            ctx = co_await core_->chain.execute(std::move(ctx));
+            // Synchronous stages are plain calls; only a request that reaches an asynchronous
+            // stage pays for the coroutine that awaits it.
+            auto& run = run_.emplace(core_->chain);
+            run.begin(ctx);
+            if (run.advance(ctx))
+                co_await finish_async(run, ctx);
+            run.end(ctx);
         }
-        catch (...) { // execute reports stage errors in ctx; this is bad_alloc and the like
+        catch (...) { // the walk reports stage errors in ctx; this is bad_alloc and the like
             failed = true;
             core_->log(log_level::error, "request failed outside any stage: " + describe(std::current_exception()));
             co_return error_response(nullptr);
@@ -1132,6 +1138,7 @@ private:
     beast::flat_buffer buffer_;
     std::string head_; // the response head being written; see serialize_head
     std::string out_;  // answers held back while a pipelined batch is parsed; see deferrable
+    std::optional<execution<context>> run_; // the request's walk through the chain; see respond
     bool flushing_ = false;         // start_flush is writing out_
     beast::error_code flush_error_; // ...and failed
     static constexpr std::size_t max_deferred_bytes = 16 * 1024;
