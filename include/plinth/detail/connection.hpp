@@ -426,6 +426,12 @@ private:
             std::exception_ptr unhandled;
             bool failed = false;
             response res = co_await respond(unhandled, failed);
+            if (flushing_) { // held answers started out when the request went asynchronous
+                // Before stop_watching, whose socket cancel would cancel this write too; and
+                // before a client that half-closed is let go, so it still gets them.
+                arm(phase::write, write_deadline());
+                co_await join_flush();
+            }
             stream_ = std::exchange(exchange_.stream, nullptr);
             if (stream_ && (failed || disconnected_)) { // the stream never began
                 stream_->finish(disconnected_ ? close_reason::client_gone : close_reason::failed);
@@ -443,7 +449,13 @@ private:
             ++core_->requests; // counted before the write, so a client that has its answer sees it
 
             if (stream_) {
-                if (!co_await flush_deferred() || !co_await write_stream(res, version, head, keep_alive)) {
+                if (!co_await flush_deferred()) { // the stream never began
+                    stream_->finish(close_reason::client_gone);
+                    stream_.reset();
+                    finish_suspensions(true, std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
+                    co_return close();
+                }
+                if (!co_await write_stream(res, version, head, keep_alive)) {
                     finish_suspensions(true, std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
                     co_return close();
                 }
@@ -831,13 +843,15 @@ private:
     // Writes the held answers now; false when that failed.
     asio::awaitable<bool> flush_deferred()
     {
+        if (!flushing_ && out_.empty())
+            co_return !flush_error_;
+        arm(phase::write, write_deadline()); // a client that does not read is not waited for
         if (flushing_)
             co_await join_flush();
         if (flush_error_)
             co_return false;
         if (out_.empty())
             co_return true;
-        arm(phase::write, write_deadline());
         const wire out{asio::buffer(out_), {}, {}};
         auto [ec, n] = co_await asio::async_write(socket_, out, unbound());
         out_.clear();
@@ -857,6 +871,7 @@ private:
             if (run.advance(ctx))
                 co_await finish_async(run, ctx);
             run.end(ctx);
+            run_.reset(); // what stages enqueued by value goes with the request
         }
         catch (...) { // the walk reports stage errors in ctx; this is bad_alloc and the like
             failed = true;
@@ -895,7 +910,8 @@ private:
         const bool chunked = version >= 11; // HTTP/1.0 has no chunks: the body ends with the connection
         keep_alive = keep_alive && chunked;
         head.version(version);
-        head.set(http::field::server, core_->options.server_name);
+        if (head.find(http::field::server) == head.end())
+            head.set(http::field::server, core_->options.server_name);
         head.set(http::field::date, current_http_date());
         head.erase(http::field::content_length);
         head.chunked(chunked);
