@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 # Turns tests/perf/run's raw measurements into results.md (medians, ratios, goals) and a plot.
 #
-#   report.py raw.tsv results.md results.png date machine
+#   report.py raw.tsv results.md results.png date machine [README.md]
+#
+# With a README, the block between its results markers becomes a copy of results.md (the readme
+# test checks that they agree).
 #
 # raw.tsv lines: benchmark, server, round, then "key=value key=value ..." (wrk's rps, or the
 # load generator's own line).
@@ -12,6 +15,9 @@ import tempfile
 from collections import defaultdict
 
 raw_path, md_path, png_path, date, machine = sys.argv[1:6]
+readme_path = sys.argv[6] if len(sys.argv) > 6 else None
+BEGIN = "<!-- tests/perf/run writes what follows, up to the end marker: a copy of tests/perf/results.md -->\n"
+END = "\n<!-- end of tests/perf/run's results -->"
 
 runs = defaultdict(list)  # (benchmark, server) -> [ {key: value} ]
 for line in open(raw_path):
@@ -111,10 +117,19 @@ for bench, peer, target in (("hello_50", "restinio", 1.05), ("hello_50", "nginx"
     out.append(f"- {dict(scenarios)[bench]}: plinth / {names[peer]} = {fmt(r, 2)}x, "
                + goal(r is not None and r >= target, f">= {target}x"))
 out.append("")
-out.append("![throughput](results.png)")
+out.append("![GET /hello, requests/s](results.png)")
 
 with open(md_path, "w") as f:
     f.write("\n".join(out) + "\n")
+
+if readme_path:
+    readme = open(readme_path).read()
+    begin, end = readme.find(BEGIN), readme.find(END)
+    if begin == -1 or end < begin:
+        sys.exit(f"{readme_path}: the results markers are missing")
+    block = "\n".join(out).replace("](results.png)", "](tests/perf/results.png)")
+    with open(readme_path, "w") as f:
+        f.write(readme[:begin + len(BEGIN)] + block + readme[end:])
 
 # The plot: one group of bars per throughput scenario.
 with tempfile.NamedTemporaryFile("w", suffix=".dat", delete=False) as data:
