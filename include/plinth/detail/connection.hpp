@@ -423,9 +423,25 @@ private:
             const bool head = exchange_.request.method() == http::verb::head;
             bool keep_alive = exchange_.request.keep_alive();
 
+            // The chain's walk, here rather than in a coroutine of its own: synchronous stages are
+            // plain calls, and only a request that reaches an asynchronous stage awaits anything.
             std::exception_ptr unhandled;
             bool failed = false;
-            response res = co_await respond(unhandled, failed);
+            bool walked = false; // the walk ended (stage errors included)
+            context ctx{exchange_};
+            try {
+                auto& run = run_.emplace(core_->chain);
+                run.begin(ctx);
+                if (run.advance(ctx))
+                    co_await finish_async(run, ctx);
+                run.end(ctx);
+                run_.reset(); // what stages enqueued by value goes with the request
+                walked = true;
+            }
+            catch (...) { // the walk reports stage errors in ctx; this is bad_alloc and the like
+                core_->log(log_level::error, "request failed outside any stage: " + describe(std::current_exception()));
+            }
+            response res = walked ? outcome(ctx, unhandled, failed) : (failed = true, error_response(nullptr));
             if (flushing_) { // held answers started out when the request went asynchronous
                 // Before stop_watching, whose socket cancel would cancel this write too; and
                 // before a client that half-closed is let go, so it still gets them.
@@ -858,40 +874,24 @@ private:
         co_return !ec;
     }
 
-    // Runs the request through the chain and turns the outcome into a response; `unhandled` gets
-    // the error no stage handled, for on_complete.
-    asio::awaitable<response> respond(std::exception_ptr& unhandled, bool& failed)
+    // The response for a request whose walk ended; `unhandled` gets the error no stage handled,
+    // for on_complete.
+    response outcome(context& ctx, std::exception_ptr& unhandled, bool& failed)
     {
-        context ctx{exchange_};
-        try {
-            // Synchronous stages are plain calls; only a request that reaches an asynchronous
-            // stage pays for the coroutine that awaits it.
-            auto& run = run_.emplace(core_->chain);
-            run.begin(ctx);
-            if (run.advance(ctx))
-                co_await finish_async(run, ctx);
-            run.end(ctx);
-            run_.reset(); // what stages enqueued by value goes with the request
-        }
-        catch (...) { // the walk reports stage errors in ctx; this is bad_alloc and the like
-            failed = true;
-            core_->log(log_level::error, "request failed outside any stage: " + describe(std::current_exception()));
-            co_return error_response(nullptr);
-        }
         if (const chain_error* err = ctx.error()) {
             failed = true;
             unhandled = err->exception;
             if (shutdown_cancelled_) { // the shutdown's grace ended what the request waited on
                 core_->log(log_level::info, "a request still waiting at the end of the shutdown grace got 503");
-                co_return cancelled_response(cancellation{core_->options.shutdown_retry_after});
+                return cancelled_response(cancellation{core_->options.shutdown_retry_after});
             }
             if (!disconnected_)
                 report(*err);
-            co_return error_response(err->exception);
+            return error_response(err->exception);
         }
         if (ctx.response)
-            co_return std::move(*ctx.response);
-        co_return text("Not Found", http::status::not_found);
+            return std::move(*ctx.response);
+        return text("Not Found", http::status::not_found);
     }
 
     // -- streamed responses --
@@ -1154,7 +1154,7 @@ private:
     beast::flat_buffer buffer_;
     std::string head_; // the response head being written; see serialize_head
     std::string out_;  // answers held back while a pipelined batch is parsed; see deferrable
-    std::optional<execution<context>> run_; // the request's walk through the chain; see respond
+    std::optional<execution<context>> run_; // the request's walk through the chain; see serve
     bool flushing_ = false;         // start_flush is writing out_
     beast::error_code flush_error_; // ...and failed
     static constexpr std::size_t max_deferred_bytes = 16 * 1024;
