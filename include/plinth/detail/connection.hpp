@@ -490,9 +490,7 @@ private:
             }
 
             arm(phase::write, write_deadline());
-            if (flushing_)
-                co_await join_flush();
-            if (flush_error_)
+            if (flush_error_) // held answers that went out while the request waited failed
                 ec = flush_error_;
             else {
                 // What earlier pipelined requests deferred, then this response, in one write.
