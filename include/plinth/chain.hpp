@@ -249,7 +249,7 @@ struct execution {
     // `await_pending`, then `complete`, then advance again).
     bool advance(Context& ctx);
 
-    // Records how the asynchronous stage advance() stopped at ended.
+    // Records how the stage at `pending` ended (advance calls it for synchronous stages too).
     void complete(Context& ctx, std::exception_ptr thrown);
 
     // The asynchronous stage advance() stopped at, called (an enter stage only if `ctx`'s walk
@@ -468,19 +468,13 @@ bool detail::execution<Context>::advance(Context& ctx)
             stack.push_back(&i);
             if (i.enter) {
                 observe(ctx, stage::enter, i, observe_point::before);
-                if (i.enter.is_async()) {
-                    pending = &i;
-                    pending_stage = stage::enter;
+                pending = &i;
+                pending_stage = stage::enter;
+                if (i.enter.is_async())
                     return true;
-                }
-                if (auto thrown = call_sync(i.enter, ctx)) {
-                    fail(std::move(thrown), stage::enter, i);
-                    continue;
-                }
-                observe(ctx, stage::enter, i, observe_point::after);
+                complete(ctx, call_sync(i.enter, ctx)); // what follows a stage, sync or not
             }
-            // Checked after every interceptor, with or without enter, as Pedestal does.
-            if (terminated(ctx))
+            else if (terminated(ctx)) // checked after every interceptor, as Pedestal does
                 drop_queue();
             continue;
         }
@@ -493,15 +487,11 @@ bool detail::execution<Context>::advance(Context& ctx)
             const auto& i = *current;
             if (!error && i.leave) {
                 observe(ctx, stage::leave, i, observe_point::before);
-                if (i.leave.is_async()) {
-                    pending = &i;
-                    pending_stage = stage::leave;
+                pending = &i;
+                pending_stage = stage::leave;
+                if (i.leave.is_async())
                     return true;
-                }
-                if (auto thrown = call_sync(i.leave, ctx))
-                    fail(std::move(thrown), stage::leave, i); // its own error stage is tried next
-                else
-                    observe(ctx, stage::leave, i, observe_point::after);
+                complete(ctx, call_sync(i.leave, ctx)); // on failure its own error stage is tried next
             }
             continue;
         }
@@ -510,18 +500,12 @@ bool detail::execution<Context>::advance(Context& ctx)
             const auto& i = *current;
             if (error && i.error) {
                 observe(ctx, stage::error, i, observe_point::before);
-                if (i.error.is_async()) {
-                    pending = &i;
-                    pending_stage = stage::error;
-                    pending_error = error->exception;
+                pending = &i;
+                pending_stage = stage::error;
+                pending_error = error->exception;
+                if (i.error.is_async())
                     return true;
-                }
-                if (auto thrown = call_sync(i.error, ctx, error->exception))
-                    fail(std::move(thrown), stage::error, i);
-                else {
-                    error.reset(); // handled: the rest of the stack gets leave
-                    observe(ctx, stage::error, i, observe_point::after);
-                }
+                complete(ctx, call_sync(i.error, ctx, pending_error));
             }
             continue;
         }
@@ -555,7 +539,7 @@ void detail::execution<Context>::complete(Context& ctx, std::exception_ptr throw
         if (thrown)
             fail(std::move(thrown), stage::error, i);
         else {
-            error.reset();
+            error.reset(); // handled: the rest of the stack gets leave
             observe(ctx, stage::error, i, observe_point::after);
         }
     }
