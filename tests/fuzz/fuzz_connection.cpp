@@ -159,6 +159,31 @@ struct fuzz_server {
 
 fuzz_server* server = nullptr;
 
+// libFuzzer's SIGALRM (its -timeout watchdog) can interrupt a blocking connect(). The connection
+// then goes on in the background (POSIX: EINTR, not a failure): wait for it and read its result.
+void connect_or_die(int fd, const sockaddr_in& addr)
+{
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0)
+        return;
+    if (errno != EINTR)
+        die("connect");
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    for (;;) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left <= 0ms)
+            die("connect: not established within 5 s");
+        pollfd p{fd, POLLOUT, 0};
+        if (::poll(&p, 1, static_cast<int>(left.count()) + 1) > 0)
+            break; // else timed out or interrupted again: the deadline decides
+    }
+    int error = 0;
+    socklen_t len = sizeof error;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0 || error != 0) {
+        errno = error;
+        die("connect");
+    }
+}
+
 } // namespace
 
 // Started before the first input, so that no input pays for (or is blamed for) its allocations.
@@ -181,8 +206,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     addr.sin_family = AF_INET;
     addr.sin_port = htons(server->srv.port());
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
-        die("connect");
+    connect_or_die(fd, addr);
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); // one segment per write()
     timeval send_limit{5, 0};
