@@ -14,8 +14,11 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
@@ -171,6 +174,29 @@ public:
         resolve(disconnection{}); // no effect when something else won
         std::lock_guard lock(mutex_);
         co_return std::exchange(outcome_, std::monostate{});
+    }
+
+    /// Calls `handler(outcome)` on the strand once the suspension is resolved (through a post if
+    /// it already is). A cancellation through the handler's slot (the client went away) resolves
+    /// it as a disconnection. Only the pending timer wait keeps the handler: a request suspended
+    /// this way holds no coroutine frame.
+    template <class Handler>
+    void async_wait(Handler handler)
+    {
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        auto take = [self = this->shared_from_this(), handler = std::move(handler)](boost::system::error_code) mutable {
+            self->resolve(disconnection{}); // no effect when something else won
+            outcome o;
+            {
+                std::lock_guard lock(self->mutex_);
+                o = std::exchange(self->outcome_, std::monostate{});
+            }
+            std::move(handler)(std::move(o));
+        };
+        if (is_done())
+            asio::post(wake_->get_executor(), [take = std::move(take)]() mutable { take({}); });
+        else
+            wake_->async_wait(asio::bind_cancellation_slot(slot, std::move(take)));
     }
 
     /// The response was written (or writing failed with `error`): fire on_complete once, in

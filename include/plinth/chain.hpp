@@ -9,6 +9,8 @@
 // The interceptor chain: Pedestal's enter/leave/error model over any context type.
 // This layer knows nothing of HTTP or sockets.
 
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/dispatch.hpp>
@@ -72,6 +74,19 @@ namespace detail {
 
 template <class Context> struct execution;
 
+/// How a callback stage (below) reports its end: once, with what it threw or nothing. Its
+/// associated cancellation slot is the request's: a client gone, a shutdown's grace ended.
+using stage_handler = asio::any_completion_handler<void(std::exception_ptr)>;
+
+/// A stage written as an Asio initiating function rather than a coroutine: it starts its work and
+/// returns; the handler is called later (never from inside the call). Nothing is held for it but
+/// what the work itself keeps, so a server can let go of every coroutine frame while it waits:
+/// that is how a suspended request stays small. Only plinth builds these (make_handler).
+template <class F>
+struct callback_stage {
+    F f;
+};
+
 enum class shape { none, sync_value, async_value, sync_ref, async_ref };
 
 // Which of the accepted stage shapes `F` has (see basic_stage).
@@ -116,6 +131,14 @@ public:
     /// An absent stage: the chain skips it.
     basic_stage() noexcept = default;
 
+    /// A callback stage (see detail::callback_stage).
+    template <class F>
+        requires std::is_invocable_v<F&, Context&, Extra..., detail::stage_handler>
+    basic_stage(detail::callback_stage<F> s) // NOLINT(google-explicit-constructor)
+        : callback_(std::move(s.f))
+    {
+    }
+
     template <class F>
         requires(!std::same_as<std::remove_cvref_t<F>, basic_stage>
                  && detail::stage_shape<F, Context, Extra...>() != detail::shape::none)
@@ -135,16 +158,20 @@ public:
     }
 
     /// True when the stage exists.
-    explicit operator bool() const noexcept { return sync_ || async_; }
+    explicit operator bool() const noexcept { return sync_ || async_ || callback_; }
 
-    /// True when the stage is a coroutine.
-    bool is_async() const noexcept { return static_cast<bool>(async_); }
+    /// True when the stage is asynchronous: a coroutine, or one of plinth's callback stages.
+    bool is_async() const noexcept { return async_ || callback_; }
+
+    /// True for a callback stage (see detail::callback_stage).
+    bool is_callback() const noexcept { return static_cast<bool>(callback_); }
 
 private:
     template <class> friend struct detail::execution;
 
     std::function<void(Context&, Extra...)> sync_;
     std::function<asio::awaitable<void>(Context&, Extra...)> async_;
+    std::function<void(Context&, Extra..., detail::stage_handler)> callback_;
 };
 
 /// The `enter` or `leave` stage of an interceptor.
@@ -266,6 +293,42 @@ struct execution {
         }
     }
 
+    // True when the stage advance() stopped at is a callback stage: its driver may then start it
+    // with `start_pending` and hold no coroutine while it runs.
+    bool pending_is_callback() const noexcept
+    {
+        switch (pending_stage) {
+        case stage::enter:
+            return pending->enter.is_callback();
+        case stage::leave:
+            return pending->leave.is_callback();
+        default:
+            return pending->error.is_callback();
+        }
+    }
+
+    // Starts the callback stage advance() stopped at; `h` gets its end, to pass to `complete`.
+    void start_pending(Context& ctx, stage_handler h) const
+    {
+        if constexpr (requires { ctx.on_suspend(); })
+            ctx.on_suspend();
+        switch (pending_stage) {
+        case stage::enter:
+            return pending->enter.callback_(ctx, std::move(h));
+        case stage::leave:
+            return pending->leave.callback_(ctx, std::move(h));
+        default:
+            return pending->error.callback_(ctx, pending_error, std::move(h));
+        }
+    }
+
+    // What an enter stage not started because the walk was cancelled ends with.
+    static std::exception_ptr cancelled_error()
+    {
+        return std::make_exception_ptr(
+            boost::system::system_error(asio::error::operation_aborted, "plinth: the chain was cancelled"));
+    }
+
     static execution& of(chain_context<Context>& ctx, const char* what)
     {
         if (!ctx.execution_)
@@ -312,7 +375,12 @@ struct execution {
             ctx.on_suspend();
         std::exception_ptr thrown;
         try {
-            co_await s.async_(ctx, e...);
+            if (s.callback_) // the awaitable's handler rethrows what the stage reports
+                co_await asio::async_initiate<const asio::use_awaitable_t<>, void(std::exception_ptr)>(
+                    [&](auto handler) { s.callback_(ctx, e..., stage_handler(std::move(handler))); },
+                    asio::use_awaitable);
+            else
+                co_await s.async_(ctx, e...);
         }
         catch (...) {
             thrown = std::current_exception();
@@ -561,8 +629,7 @@ asio::awaitable<void> finish_async(execution<Context>& ex, Context& ctx)
         }
         std::exception_ptr thrown;
         if (cancelled) // while no operation was pending (between two stages): start no more
-            thrown = std::make_exception_ptr(
-                boost::system::system_error(asio::error::operation_aborted, "plinth: the chain was cancelled"));
+            thrown = execution<Context>::cancelled_error();
         else
             thrown = co_await ex.await_pending(ctx);
         ex.complete(ctx, std::move(thrown));

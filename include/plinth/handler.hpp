@@ -81,10 +81,10 @@ interceptor make_handler(std::string name, F f)
     };
     interceptor i{.name = std::move(name)};
     using handle = detail::handle_of<F, arg>;
-    if constexpr (std::is_same_v<handle, async_response>)
-        i.enter = [f = std::move(f), input](context& c) mutable -> asio::awaitable<void> {
-            co_await suspend(c, [&](async_response ar) { std::invoke(f, input(c), std::move(ar)); });
-        };
+    if constexpr (std::is_same_v<handle, async_response>) // a callback stage: no frame while suspended
+        i.enter = detail::callback_stage{[f = std::move(f), input](context& c, detail::stage_handler done) mutable {
+            detail::suspend_then(c, [&](async_response ar) { std::invoke(f, input(c), std::move(ar)); }, std::move(done));
+        }};
     else if constexpr (!std::is_void_v<handle>) // a stream: the head goes out when the chain ends
         i.enter = [f = std::move(f), input](context& c) mutable { std::invoke(f, input(c), handle::open(c)); };
     else if constexpr (std::is_same_v<std::invoke_result_t<F&, arg>, response>)

@@ -16,6 +16,9 @@
 #include <plinth/detail/uri.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/status.hpp>
@@ -278,14 +281,12 @@ inline response cancelled_response(const detail::cancellation& c)
     return res;
 }
 
-/// Suspends the request inside a stage: `setup` receives the handle (store it, hand it to another
-/// thread, set a timeout); the stage then waits, holding no thread, until the handle is resumed
-/// (the response is set, or the error goes down the error path), cancelled (503), timed out, or
-/// the client leaves (`client_disconnected` down the error path; nothing is written).
-/// Beyond the server's `max_suspended`, throws `http_error` 503 at once.
+namespace detail {
+
+/// The first half of a suspension: counts it, makes the handle, lets `setup` have it. Beyond the
+/// server's `max_suspended`, throws `http_error` 503.
 template <class Setup>
-    requires std::invocable<Setup&, async_response>
-asio::awaitable<void> suspend(context& ctx, Setup setup)
+std::shared_ptr<suspension<response>> begin_suspension(context& ctx, Setup& setup)
 {
     auto& ex = ctx.exchange();
     auto* policy = ex.policy;
@@ -294,7 +295,7 @@ asio::awaitable<void> suspend(context& ctx, Setup setup)
         throw http_error(http::status::service_unavailable, "Too many suspended requests");
     }
     auto handle = async_response::make(ex.executor, policy ? policy->log : log_function(log_to_stderr));
-    const auto& state = handle.state();
+    auto state = handle.state();
     ex.suspensions.push_back(state);
     if (policy && policy->default_timeout > policy->default_timeout.zero())
         handle.set_timeout(policy->default_timeout);
@@ -309,19 +310,20 @@ asio::awaitable<void> suspend(context& ctx, Setup setup)
     }
     if (ex.owner && ex.owner->stopping()) // the stop already cancelled the others; this one came too late
         handle.cancel(policy ? policy->shutdown_retry_after : std::chrono::seconds(5));
-    auto cancellation = co_await asio::this_coro::cancellation_state;
-    if (cancellation.cancelled() != asio::cancellation_type::none)
-        state->abandon(); // the client left before the wait began: nothing would cancel the wait
-    auto outcome = co_await state->wait();
+    return state;
+}
 
-    if (policy) {
+/// The second half: counts how it ended and puts that in the context (or throws it).
+inline void end_suspension(context& ctx, const suspension<response>& state, suspension<response>::outcome& outcome)
+{
+    if (auto* policy = ctx.exchange().policy) {
         --policy->stats.suspended;
         auto& st = policy->stats;
-        if (std::holds_alternative<detail::cancellation>(outcome))
+        if (std::holds_alternative<cancellation>(outcome))
             ++st.cancelled;
-        else if (std::holds_alternative<detail::disconnection>(outcome))
+        else if (std::holds_alternative<disconnection>(outcome))
             ++st.disconnected;
-        else if (state->timed_out())
+        else if (state.timed_out())
             ++st.timed_out;
         else
             ++st.resumed;
@@ -330,10 +332,60 @@ asio::awaitable<void> suspend(context& ctx, Setup setup)
         ctx.response = std::move(*r);
     else if (auto* e = std::get_if<std::exception_ptr>(&outcome))
         std::rethrow_exception(*e);
-    else if (auto* c = std::get_if<detail::cancellation>(&outcome))
+    else if (auto* c = std::get_if<cancellation>(&outcome))
         ctx.response = cancelled_response(*c);
     else
         throw client_disconnected(asio::error::connection_reset, "the client went away while suspended");
+}
+
+/// `suspend` as a callback stage (what make_handler builds for a suspended handler): no
+/// coroutine waits, only the suspension's timer wait holds `done`. `done` always runs later, on
+/// the strand, even when `setup` resolved or threw.
+template <class Setup>
+void suspend_then(context& ctx, Setup setup, stage_handler done)
+{
+    std::shared_ptr<suspension<response>> state;
+    try {
+        state = begin_suspension(ctx, setup);
+    }
+    catch (...) {
+        asio::post(ctx.executor(), [done = std::move(done), e = std::current_exception()]() mutable {
+            std::move(done)(std::move(e));
+        });
+        return;
+    }
+    auto slot = asio::get_associated_cancellation_slot(done);
+    auto* state_ptr = state.get();
+    state_ptr->async_wait(asio::bind_cancellation_slot(
+        slot, [&ctx, state = std::move(state), done = std::move(done)](suspension<response>::outcome o) mutable {
+            std::exception_ptr thrown;
+            try {
+                end_suspension(ctx, *state, o);
+            }
+            catch (...) {
+                thrown = std::current_exception();
+            }
+            std::move(done)(std::move(thrown));
+        }));
+}
+
+} // namespace detail
+
+/// Suspends the request inside a stage: `setup` receives the handle (store it, hand it to another
+/// thread, set a timeout); the stage then waits, holding no thread, until the handle is resumed
+/// (the response is set, or the error goes down the error path), cancelled (503), timed out, or
+/// the client leaves (`client_disconnected` down the error path; nothing is written).
+/// Beyond the server's `max_suspended`, throws `http_error` 503 at once.
+template <class Setup>
+    requires std::invocable<Setup&, async_response>
+asio::awaitable<void> suspend(context& ctx, Setup setup)
+{
+    auto state = detail::begin_suspension(ctx, setup);
+    auto cancellation = co_await asio::this_coro::cancellation_state;
+    if (cancellation.cancelled() != asio::cancellation_type::none)
+        state->abandon(); // the client left before the wait began: nothing would cancel the wait
+    auto outcome = co_await state->wait();
+    detail::end_suspension(ctx, *state, outcome);
 }
 
 } // namespace plinth

@@ -278,14 +278,10 @@ public:
             self_in_live_ = core_->live.insert(core_->live.end(), weak_from_this());
             registered_ = true;
         }
-        auto core = core_;
-        // The slot lets a disconnect (or the end of a shutdown's grace) cancel whatever the
-        // request is waiting on.
-        asio::co_spawn(socket_.get_executor(), run(shared_from_this()),
-                       asio::bind_cancellation_slot(cancel_request_.slot(), [core](std::exception_ptr e) {
-                           if (e)
-                               core->log(log_level::error, "connection ended by an exception: " + describe(e));
-                       }));
+        exchange_.executor = socket_.get_executor();
+        exchange_.owner = this;
+        exchange_.policy = &core_->policy;
+        spawn();
     }
 
     /// A shutdown began: an idle connection closes now, a busy one after its response (which
@@ -298,7 +294,7 @@ public:
             if (self->phase_ == phase::idle)
                 self->socket_.cancel(ignored);
             else if (self->phase_ == phase::stream) // an event stream ends now, a body at the grace's end
-                self->stream_timer_->cancel();
+                self->nudge();
             else if (self->phase_ == phase::write && self->cutting_short()) // an event stream's write:
                 self->arm(phase::write, self->write_deadline());              // it may not take long
         });
@@ -320,13 +316,13 @@ public:
             switch (self->phase_) {
             case phase::busy: // an awaitable stage: cancel what it waits on
                 self->shutdown_cancelled_ = true;
-                self->cancel_request_.emit(asio::cancellation_type::terminal);
+                self->cancel_walk();
                 break;
             case phase::write: // the response (or a 503) goes out, but not slowly
                 self->arm(phase::write, self->write_deadline());
                 break;
             case phase::stream: // a stream waiting for its producer: end it
-                self->stream_timer_->cancel();
+                self->nudge();
                 break;
             default: { // still reading a request: drop it
                 beast::error_code ignored;
@@ -341,107 +337,157 @@ private:
     // What the connection is doing, for its deadline and for a stop.
     enum class phase : unsigned char { idle, header, body, busy, write, stream };
 
-    static asio::awaitable<void> run(std::shared_ptr<connection> self) { co_await self->serve(); }
+    // Starts serve() on the strand: when the connection opens, and when a parked walk goes on.
+    // Each run gets a signal of its own, through which a disconnect (or the end of a shutdown's
+    // grace) cancels what the request waits on; a finished run's signal stays with its
+    // completion handler, which Asio may still be about to call when the next run starts.
+    void spawn()
+    {
+        auto signal = std::make_shared<asio::cancellation_signal>();
+        cancel_request_ = signal;
+        asio::co_spawn(socket_.get_executor(), serve(),
+                       asio::bind_cancellation_slot(signal->slot(), [signal, self = shared_from_this()](std::exception_ptr e) {
+                           if (e)
+                               self->core_->log(log_level::error, "connection ended by an exception: " + describe(e));
+                       }));
+    }
+
+    // The walk reached a callback stage (a suspended handler): start it and let serve() end, so
+    // that no coroutine frame is held while the request waits; the stage's end spawns it again.
+    void park()
+    {
+        run_->start_pending(ctx_, asio::bind_cancellation_slot(cancel_parked_.slot(),
+                                                               [self = shared_from_this()](std::exception_ptr e) {
+                                                                   self->cancel_parked_.slot().clear();
+                                                                   self->parked_result_ = std::move(e);
+                                                                   self->resuming_ = true;
+                                                                   self->spawn();
+                                                               }));
+    }
+
+    // The client left, or the shutdown's grace ended: what the walk waits on is cancelled, and
+    // no later enter stage starts.
+    void cancel_walk()
+    {
+        walk_cancelled_ = true;
+        cancel_request_->emit(asio::cancellation_type::terminal); // an awaitable stage in serve()
+        cancel_parked_.emit(asio::cancellation_type::terminal);   // or a parked callback stage
+    }
 
     asio::awaitable<void> serve()
     {
         // Every operation here reports errors through as_tuple; a cancellation (disconnect) must
         // not turn into an exception at the next co_await.
         co_await asio::this_coro::throw_if_cancelled(false);
-        exchange_.executor = socket_.get_executor();
-        exchange_.owner = this;
-        exchange_.policy = &core_->policy;
         const server_options& opt = core_->options;
-        bool first = true;
         for (;;) {
-            if (watch_pending_)
-                co_await join_watch();
-            http::request_parser<http::string_body> parser;
-            parser.header_limit(opt.max_header_bytes);
-            parser.body_limit(opt.max_body_bytes);
+            const bool resumed = std::exchange(resuming_, false);
+            if (!resumed) {
+                if (watch_pending_)
+                    co_await join_watch();
+                http::request_parser<http::string_body> parser;
+                parser.header_limit(opt.max_header_bytes);
+                parser.body_limit(opt.max_body_bytes);
 
-            // The first byte: a kept-alive connection may idle, a new one must send its header.
-            // Empty lines before a request are ignored (RFC 9112 2.2: some clients send a CRLF
-            // after a body).
-            bool waited = false;
-            while (skip_empty_lines(), buffer_.size() == 0) {
-                if (stopping_)
-                    co_return close();
-                if (!waited) // a new connection's header deadline runs from the accept
-                    arm(phase::idle, first ? opt.header_timeout : opt.idle_timeout);
-                waited = true;
-                auto [ec, n] = co_await socket_.async_read_some(buffer_.prepare(beast::read_size(buffer_, 65536)),
-                                                                unbound());
-                buffer_.commit(n);
-                if (ec || timed_out_) {
-                    if (timed_out_)
-                        ++core_->timeouts; // nothing (but empty lines) was sent: nothing to answer
-                    else if (!client_went_away(ec))
-                        core_->log(log_level::warning, "read failed: " + ec.message());
-                    co_return close();
+                // The first byte: a kept-alive connection may idle, a new one must send its header.
+                // Empty lines before a request are ignored (RFC 9112 2.2: some clients send a CRLF
+                // after a body).
+                bool waited = false;
+                while (skip_empty_lines(), buffer_.size() == 0) {
+                    if (stopping_)
+                        co_return close();
+                    if (!waited) // a new connection's header deadline runs from the accept
+                        arm(phase::idle, first_ ? opt.header_timeout : opt.idle_timeout);
+                    waited = true;
+                    auto [ec, n] = co_await socket_.async_read_some(buffer_.prepare(beast::read_size(buffer_, 65536)),
+                                                                    unbound());
+                    buffer_.commit(n);
+                    if (ec || timed_out_) {
+                        if (timed_out_)
+                            ++core_->timeouts; // nothing (but empty lines) was sent: nothing to answer
+                        else if (!client_went_away(ec))
+                            core_->log(log_level::warning, "read failed: " + ec.message());
+                        co_return close();
+                    }
                 }
-            }
-            if (first && waited)
-                phase_ = phase::header;
-            else
-                arm(phase::header, opt.header_timeout); // from the request's first byte
-            first = false;
+                if (first_ && waited)
+                    phase_ = phase::header;
+                else
+                    arm(phase::header, opt.header_timeout); // from the request's first byte
+                first_ = false;
 
-            auto [ec, n] = co_await http::async_read_header(socket_, buffer_, parser, unbound());
-            if (ec)
-                co_return co_await reject_read(ec, !parser.get().target().empty());
-            if (auto status = check_header(parser.get())) {
-                ++core_->rejected;
-                co_return co_await reject(*status);
-            }
-            if (!parser.is_done()) {
-                if (!co_await flush_deferred()) // the body may need reads: nothing may wait behind them
-                    co_return close();
-                arm(phase::body, opt.body_timeout);
-                if (expects_continue(parser.get())) {
-                    static constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
-                    const wire out{asio::buffer(continue_line), {}, {}};
-                    std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
+                auto [ec, n] = co_await http::async_read_header(socket_, buffer_, parser, unbound());
+                if (ec)
+                    co_return co_await reject_read(ec, !parser.get().target().empty());
+                if (auto status = check_header(parser.get())) {
+                    ++core_->rejected;
+                    co_return co_await reject(*status);
+                }
+                if (!parser.is_done()) {
+                    if (!co_await flush_deferred()) // the body may need reads: nothing may wait behind them
+                        co_return close();
+                    arm(phase::body, opt.body_timeout);
+                    if (expects_continue(parser.get())) {
+                        static constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
+                        const wire out{asio::buffer(continue_line), {}, {}};
+                        std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
+                        if (ec)
+                            co_return co_await reject_read(ec);
+                    }
+                    const auto fields = std::distance(parser.get().begin(), parser.get().end());
+                    std::tie(ec, n) = co_await http::async_read(socket_, buffer_, parser, unbound());
                     if (ec)
                         co_return co_await reject_read(ec);
+                    // Beast adds a chunked body's trailer fields to the headers; a trailer must not
+                    // pass for a header that was checked (or that a proxy in front saw), so drop them.
+                    auto& req = parser.get();
+                    for (auto it = std::next(req.begin(), fields); it != req.end();)
+                        it = req.erase(it);
                 }
-                const auto fields = std::distance(parser.get().begin(), parser.get().end());
-                std::tie(ec, n) = co_await http::async_read(socket_, buffer_, parser, unbound());
-                if (ec)
-                    co_return co_await reject_read(ec);
-                // Beast adds a chunked body's trailer fields to the headers; a trailer must not
-                // pass for a header that was checked (or that a proxy in front saw), so drop them.
-                auto& req = parser.get();
-                for (auto it = std::next(req.begin(), fields); it != req.end();)
-                    it = req.erase(it);
+                arm(phase::busy, {}); // no timeout while the request is handled, suspended or streamed
+                exchange_.request = parser.release();
+                exchange_.params.clear();
+                version_ = exchange_.request.version();
+                head_only_ = exchange_.request.method() == http::verb::head;
+                keep_alive_ = exchange_.request.keep_alive();
+                ctx_ = context{exchange_};
             }
-            arm(phase::busy, {}); // no timeout while the request is handled, suspended or streamed
 
-            exchange_.request = parser.release();
-            exchange_.params.clear();
-            const unsigned version = exchange_.request.version();
-            const bool head = exchange_.request.method() == http::verb::head;
-            bool keep_alive = exchange_.request.keep_alive();
-
-            // The chain's walk, here rather than in a coroutine of its own: synchronous stages are
-            // plain calls, and only a request that reaches an asynchronous stage awaits anything.
-            std::exception_ptr unhandled;
-            bool failed = false;
-            bool walked = false; // the walk ended (stage errors included)
-            context ctx{exchange_};
+            // The chain's walk runs here rather than in a coroutine of its own: synchronous stages
+            // are plain calls, an awaitable stage is awaited, and a callback stage (a suspended
+            // handler) parks the walk: serve() ends, and the stage's end starts it again here.
+            bool failed_walk = true; // until the walk ends; a throw here is bad_alloc and the like
             try {
-                auto& run = run_.emplace(core_->chain);
-                run.begin(ctx);
-                if (run.advance(ctx))
-                    co_await finish_async(run, ctx);
-                run.end(ctx);
+                if (resumed) // the parked stage ended
+                    run_->complete(ctx_, std::exchange(parked_result_, nullptr));
+                else
+                    run_.emplace(core_->chain).begin(ctx_);
+                bool more = run_->advance(ctx_);
+                for (auto& run = *run_; more; more = run.advance(ctx_)) {
+                    if (run.pending_stage == stage::enter && walk_cancelled_) // start no more
+                        run.complete(ctx_, execution<context>::cancelled_error());
+                    else if (run.pending_is_callback()) {
+                        park();
+                        co_return;
+                    }
+                    else {
+                        auto thrown = co_await run.await_pending(ctx_);
+                        run.complete(ctx_, std::move(thrown));
+                    }
+                }
+                run_->end(ctx_);
                 run_.reset(); // what stages enqueued by value goes with the request
-                walked = true;
+                failed_walk = false;
             }
-            catch (...) { // the walk reports stage errors in ctx; this is bad_alloc and the like
+            catch (...) { // stage errors are in ctx_, not thrown
                 core_->log(log_level::error, "request failed outside any stage: " + describe(std::current_exception()));
             }
-            response res = walked ? outcome(ctx, unhandled, failed) : (failed = true, error_response(nullptr));
+
+            std::exception_ptr unhandled;
+            bool failed = failed_walk;
+            response res = failed_walk ? error_response(nullptr) : outcome(ctx_, unhandled, failed);
+            ctx_.response.reset();
+            bool keep_alive = keep_alive_;
             if (flushing_) { // held answers started out when the request went asynchronous
                 // Before stop_watching, whose socket cancel would cancel this write too; and
                 // before a client that half-closed is let go, so it still gets them.
@@ -471,7 +517,7 @@ private:
                     finish_suspensions(true, std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
                     co_return close();
                 }
-                if (!co_await write_stream(res, version, head, keep_alive)) {
+                if (!co_await write_stream(res, version_, head_only_, keep_alive)) {
                     finish_suspensions(true, std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
                     co_return close();
                 }
@@ -480,9 +526,9 @@ private:
                     co_return close();
                 continue;
             }
-            finish(res, version, keep_alive);
+            finish(res, version_, keep_alive);
             serialize_head(head_, res);
-            const std::string_view body = head ? std::string_view() : std::string_view(res.body());
+            const std::string_view body = head_only_ ? std::string_view() : std::string_view(res.body());
             if (deferrable(keep_alive, body.size())) {
                 out_ += head_;
                 out_ += body;
@@ -490,11 +536,13 @@ private:
             }
 
             arm(phase::write, write_deadline());
+            beast::error_code ec;
             if (flush_error_) // held answers that went out while the request waited failed
                 ec = flush_error_;
             else {
                 // What earlier pipelined requests deferred, then this response, in one write.
                 const wire out{asio::buffer(out_), asio::buffer(head_), asio::buffer(body)};
+                std::size_t n = 0;
                 std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
                 out_.clear();
             }
@@ -773,8 +821,7 @@ private:
     {
         watch_pending_ = false;
         buffer_.commit(n);
-        if (join_)
-            join_->cancel(); // serve() may be waiting for this read to finish
+        nudge(); // serve() may be waiting for this read to finish
         if (!watching_)
             return; // stopped: the request already has its response
         if (ec) {
@@ -783,7 +830,7 @@ private:
                 return;
             disconnected_ = true;
             disconnect_error_ = ec;
-            cancel_request_.emit(asio::cancellation_type::terminal);
+            cancel_walk();
             return;
         }
         read_ahead();
@@ -802,10 +849,25 @@ private:
     asio::awaitable<void> join_watch()
     {
         while (watch_pending_) {
-            if (!join_)
-                join_.emplace(socket_.get_executor(), asio::steady_timer::time_point::max());
-            co_await join_->async_wait(asio::as_tuple(asio::use_awaitable));
+            co_await wait_for_nudge();
         }
+    }
+
+    // Wakes whatever serve() waits on in wait_for_nudge. Each waiter checks what it waits for
+    // before and after waiting, so a nudge meant for another (or for nobody) is harmless.
+    void nudge()
+    {
+        if (nudge_)
+            nudge_->cancel();
+    }
+
+    asio::awaitable<std::tuple<beast::error_code>>
+    wait_for_nudge(asio::steady_timer::time_point until = asio::steady_timer::time_point::max())
+    {
+        if (!nudge_)
+            nudge_ = std::make_unique<asio::steady_timer>(socket_.get_executor());
+        nudge_->expires_at(until);
+        return nudge_->async_wait(asio::as_tuple(asio::use_awaitable));
     }
 
     // -- pipelined answers, written together --
@@ -840,17 +902,14 @@ private:
             self->out_.clear();
             if (ec)
                 self->flush_error_ = ec;
-            if (self->join_)
-                self->join_->cancel(); // serve() may be waiting for this write
+            self->nudge(); // serve() may be waiting for this write
         });
     }
 
     asio::awaitable<void> join_flush()
     {
         while (flushing_) {
-            if (!join_)
-                join_.emplace(socket_.get_executor(), asio::steady_timer::time_point::max());
-            co_await join_->async_wait(asio::as_tuple(asio::use_awaitable));
+            co_await wait_for_nudge();
         }
     }
 
@@ -894,7 +953,7 @@ private:
 
     // -- streamed responses --
     //
-    // The head goes out once the chain is done; then the connection waits on stream_timer_ until
+    // The head goes out once the chain is done; then the connection waits (wait_for_nudge) until
     // a producer wakes it (a post to this strand), the heartbeat is due, the client leaves (the
     // read-ahead cancels the wait through the request's cancellation slot) or the server stops.
     // Each write is bounded by write_timeout, so a client that stops reading is dropped while
@@ -916,8 +975,6 @@ private:
         head.keep_alive(keep_alive);
 
         ++core_->policy.stats.streams;
-        if (!stream_timer_)
-            stream_timer_.emplace(socket_.get_executor());
         st->attach([weak = weak_from_this(), ws = std::weak_ptr<stream_state>(st)](bool abort) {
             if (auto self = weak.lock())
                 asio::post(self->socket_.get_executor(), [self, ws, abort] { self->on_stream_wake(ws, abort); });
@@ -971,8 +1028,7 @@ private:
                 const auto due = heartbeat > heartbeat.zero() ? last_write + heartbeat : clock::time_point::max();
                 if (clock::now() < due) {
                     arm(phase::stream, {});
-                    stream_timer_->expires_at(due);
-                    co_await stream_timer_->async_wait(asio::as_tuple(asio::use_awaitable));
+                    co_await wait_for_nudge(due);
                     continue;
                 }
                 beat = st->heartbeat_text;
@@ -1095,7 +1151,7 @@ private:
         auto s = ws.lock();
         if (!s || s != stream_)
             return; // that stream is over
-        stream_timer_->cancel();
+        nudge();
         if (abort) { // cut a write in progress short: the client is not reading
             beast::error_code ignored;
             socket_.cancel(ignored);
@@ -1153,14 +1209,24 @@ private:
     std::string head_; // the response head being written; see serialize_head
     std::string out_;  // answers held back while a pipelined batch is parsed; see deferrable
     std::optional<execution<context>> run_; // the request's walk through the chain; see serve
+    context ctx_;                           // ...and the context it walks
+    std::exception_ptr parked_result_;      // how a parked stage ended; see park
+    unsigned version_ = 11;                 // of the request being handled
+    bool head_only_ = false;                // ...a HEAD request
+    bool keep_alive_ = false;               // ...which asked to keep the connection
+    bool resuming_ = false;                 // serve() goes on with a parked walk
+    bool first_ = true;                     // no request read yet
+    bool walk_cancelled_ = false;           // the walk was cancelled: start no more enter stages
     bool flushing_ = false;         // start_flush is writing out_
     beast::error_code flush_error_; // ...and failed
     static constexpr std::size_t max_deferred_bytes = 16 * 1024;
     exchange exchange_;
-    asio::cancellation_signal cancel_request_;  // emitted when the client leaves mid-request
-    std::optional<asio::steady_timer> join_;    // wakes serve() when a read-ahead finishes
+    std::shared_ptr<asio::cancellation_signal> cancel_request_; // cancels serve()'s current wait; see spawn
+    asio::cancellation_signal cancel_parked_;   // ...or a parked stage's; see cancel_walk
+    // What serve() waits on for a read-ahead or a write to finish, or a stream for its producers;
+    // made on first use (most connections never wait so), so it costs a pointer until then.
+    std::unique_ptr<asio::steady_timer> nudge_;
     std::shared_ptr<stream_state> stream_;      // the response being streamed
-    std::optional<asio::steady_timer> stream_timer_; // a stream waits on it for its producers
     std::vector<stream_state::entry> batch_;    // what a stream is writing
     beast::error_code disconnect_error_;
     phase phase_ = phase::header;
