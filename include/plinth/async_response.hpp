@@ -72,7 +72,7 @@ public:
     using outcome = std::variant<std::monostate, Result, std::exception_ptr, cancellation, disconnection>;
 
     suspension(asio::any_io_executor executor, log_function log)
-        : executor_(std::move(executor)), log_(std::move(log)), wake_(executor_), timer_(executor_)
+        : executor_(std::move(executor)), log_(std::move(log)), wake_(executor_)
     {
         wake_->expires_at(asio::steady_timer::time_point::max());
     }
@@ -102,13 +102,16 @@ public:
         asio::dispatch(executor, [self = this->shared_from_this(), deadline, generation, never = d <= d.zero()] {
             {
                 std::lock_guard lock(self->mutex_);
-                if (generation != self->generation_ || !self->timer_)
+                if (generation != self->generation_ || !self->wake_) // no wake_: released
                     return;
             }
             if (never) {
-                self->timer_->cancel();
+                if (self->timer_)
+                    self->timer_->cancel();
                 return;
             }
+            if (!self->timer_)
+                self->timer_ = std::make_unique<asio::steady_timer>(self->wake_->get_executor());
             self->timer_->expires_at(deadline);
             self->timer_->async_wait([self, generation](boost::system::error_code ec) {
                 if (!ec)
@@ -349,7 +352,7 @@ private:
     const log_function log_;
     // Touched on the strand only; reset at completion.
     std::optional<asio::steady_timer> wake_;
-    std::optional<asio::steady_timer> timer_;
+    std::unique_ptr<asio::steady_timer> timer_; // made by the first set_timeout: many never time out
 };
 
 } // namespace detail

@@ -38,6 +38,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <charconv>
@@ -278,6 +279,8 @@ public:
             self_in_live_ = core_->live.insert(core_->live.end(), weak_from_this());
             registered_ = true;
         }
+        beast::error_code ignored;
+        socket_.non_blocking(true, ignored); // for read_available; asynchronous operations do not mind
         exchange_.executor = socket_.get_executor();
         exchange_.owner = this;
         exchange_.policy = &core_->policy;
@@ -356,6 +359,7 @@ private:
     // that no coroutine frame is held while the request waits; the stage's end spawns it again.
     void park()
     {
+        cancel_request_.reset(); // serve() ends: nothing of it is left to cancel
         run_->start_pending(ctx_, asio::bind_cancellation_slot(cancel_parked_.slot(),
                                                                [self = shared_from_this()](std::exception_ptr e) {
                                                                    self->cancel_parked_.slot().clear();
@@ -370,7 +374,8 @@ private:
     void cancel_walk()
     {
         walk_cancelled_ = true;
-        cancel_request_->emit(asio::cancellation_type::terminal); // an awaitable stage in serve()
+        if (cancel_request_)
+            cancel_request_->emit(asio::cancellation_type::terminal); // an awaitable stage in serve()
         cancel_parked_.emit(asio::cancellation_type::terminal);   // or a parked callback stage
     }
 
@@ -808,13 +813,32 @@ private:
             watching_ = false; // bounded: stop reading until the response is written
             return;
         }
+        // Wait for bytes (or the end) without a buffer, and read them only once they are there: a
+        // waiting request's client rarely sends more, so an empty buffer is given back meanwhile
+        // (half a kilobyte for each of thousands of suspended requests).
+        if (buffer_.size() == 0)
+            buffer_.shrink_to_fit();
         watch_pending_ = true;
-        // Whatever room the buffer has (at least a little): a suspended request's client rarely
-        // sends more, and growing the buffer here would cost every held request kilobytes.
-        const std::size_t room = std::max<std::size_t>(buffer_.capacity() - buffer_.size(), 256);
-        socket_.async_read_some(
-            buffer_.prepare(std::min<std::size_t>(limit - buffer_.size(), room)),
-            [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->on_read_ahead(ec, n); });
+        socket_.async_wait(asio::socket_base::wait_read, [self = shared_from_this()](beast::error_code ec) {
+            std::size_t n = 0;
+            if (!ec)
+                n = self->read_available(ec);
+            if (ec == asio::error::would_block || ec == asio::error::try_again)
+                ec = {}; // readable was stale: wait again
+            self->on_read_ahead(ec, n);
+        });
+    }
+
+    // Reads what the kernel holds for the connection, up to the read-ahead limit, without
+    // blocking (the socket is non-blocking: see start). Readable with nothing to read is the end
+    // of the stream, which the read reports.
+    std::size_t read_available(beast::error_code& ec)
+    {
+        const std::size_t available = socket_.available(ec);
+        if (ec)
+            return 0;
+        const std::size_t room = core_->options.max_read_ahead_bytes - buffer_.size();
+        return socket_.read_some(buffer_.prepare(std::clamp<std::size_t>(available, 1, room)), ec);
     }
 
     void on_read_ahead(beast::error_code ec, std::size_t n)
