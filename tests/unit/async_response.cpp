@@ -734,6 +734,40 @@ TEST_CASE("async_response: resume(x) wins once, the client gets x; a second resu
     CHECK(ar->is_done());
 }
 
+TEST_CASE("async_response: plinth::suspend inside a stage of one's own: the stage goes on after the resume, "
+          "and a cancel ends it with 503",
+          "[async_response]")
+{
+    // make_handler's suspended style is a callback stage; a coroutine stage suspends through
+    // plinth::suspend and is awaited like any other.
+    handoff<async_response> handles;
+    plinth::chain ch{{.name = "own", .enter = [&](plinth::context& c) -> asio::awaitable<void> {
+                          co_await plinth::suspend(c, [&](async_response ar) { handles.push(ar); });
+                          c.response->set("X-After", "the stage went on");
+                      }}};
+    server_loop loop(1);
+
+    auto& resumed = loop.start(ch);
+    auto ar = handles.pop();
+    REQUIRE(ar.has_value());
+    CHECK_FALSE(resumed.done());
+    CHECK(ar->resume(plinth::text("resumed")));
+    REQUIRE(resumed.wait_done());
+    REQUIRE(resumed.response.has_value());
+    CHECK(resumed.response->body() == "resumed");
+    CHECK(std::string((*resumed.response)["X-After"]) == "the stage went on");
+    CHECK(resumed.completed == 1);
+
+    auto& cancelled = loop.start(ch);
+    ar = handles.pop();
+    REQUIRE(ar.has_value());
+    CHECK(ar->cancel(std::chrono::seconds(7)));
+    REQUIRE(cancelled.wait_done());
+    REQUIRE(cancelled.response.has_value());
+    CHECK(cancelled.response->result() == http::status::service_unavailable);
+    CHECK(header(*cancelled.response, http::field::retry_after) == "7");
+}
+
 TEST_CASE("async_response: cancel() answers 503 without Retry-After; cancel(20s) then cancel(40s) are both true "
           "and Retry-After stays 20",
           "[async_response]")
