@@ -187,7 +187,9 @@ public:
     void async_wait(Handler handler)
     {
         auto slot = asio::get_associated_cancellation_slot(handler);
-        auto take = [self = this->shared_from_this(), handler = std::move(handler)](boost::system::error_code) mutable {
+        auto take = [self = this->shared_from_this(), slot, handler = std::move(handler)](boost::system::error_code) mutable {
+            if (slot.is_connected())
+                slot.clear(); // the timer's cancellation handler must not outlive the wait
             self->resolve(disconnection{}); // no effect when something else won
             outcome o;
             {

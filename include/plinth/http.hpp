@@ -344,6 +344,8 @@ inline void end_suspension(context& ctx, const suspension<response>& state, susp
 template <class Setup>
 void suspend_then(context& ctx, Setup setup, stage_handler done)
 {
+    // `done` runs on the strand. (A chain that awaits this stage from a coroutine on another
+    // executor goes back to it at once: see call_async.)
     std::shared_ptr<suspension<response>> state;
     try {
         state = begin_suspension(ctx, setup);

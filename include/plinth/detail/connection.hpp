@@ -272,6 +272,12 @@ public:
     /// Registers with the server and starts the connection's coroutine on its strand.
     void start()
     {
+        // Set up before the connection is published in `live`, where a stop may reach it.
+        beast::error_code ignored;
+        socket_.non_blocking(true, ignored); // for read_available; asynchronous operations do not mind
+        exchange_.executor = socket_.get_executor();
+        exchange_.owner = this;
+        exchange_.policy = &core_->policy;
         {
             std::lock_guard lock(core_->mutex);
             if (core_->stopping)
@@ -279,11 +285,6 @@ public:
             self_in_live_ = core_->live.insert(core_->live.end(), weak_from_this());
             registered_ = true;
         }
-        beast::error_code ignored;
-        socket_.non_blocking(true, ignored); // for read_available; asynchronous operations do not mind
-        exchange_.executor = socket_.get_executor();
-        exchange_.owner = this;
-        exchange_.policy = &core_->policy;
         spawn();
     }
 
@@ -360,13 +361,27 @@ private:
     void park()
     {
         cancel_request_.reset(); // serve() ends: nothing of it is left to cancel
+        if (buffer_.size() == 0) // the read-ahead needs no buffer until bytes come: give it back
+            buffer_.shrink_to_fit();
         run_->start_pending(ctx_, asio::bind_cancellation_slot(cancel_parked_.slot(),
                                                                [self = shared_from_this()](std::exception_ptr e) {
                                                                    self->cancel_parked_.slot().clear();
-                                                                   self->parked_result_ = std::move(e);
-                                                                   self->resuming_ = true;
-                                                                   self->spawn();
+                                                                   self->unpark(std::move(e));
                                                                }));
+    }
+
+    void unpark(std::exception_ptr e)
+    {
+        parked_result_ = std::move(e);
+        resuming_ = true;
+        try {
+            spawn();
+        }
+        catch (...) { // bad_alloc: this handler runs inside io_context::run, which must not see it
+            core_->log(log_level::error, "a parked request could not go on: " + describe(std::current_exception()));
+            finish_suspensions(false, std::current_exception()); // on_complete learns why
+            close();
+        }
     }
 
     // The client left, or the shutdown's grace ended: what the walk waits on is cancelled, and
@@ -456,6 +471,7 @@ private:
                 head_only_ = exchange_.request.method() == http::verb::head;
                 keep_alive_ = exchange_.request.keep_alive();
                 ctx_ = context{exchange_};
+                walk_cancelled_ = shutdown_cancelled_ = false; // per request (a cancelled one closes anyway)
             }
 
             // The chain's walk runs here rather than in a coroutine of its own: synchronous stages
@@ -814,10 +830,8 @@ private:
             return;
         }
         // Wait for bytes (or the end) without a buffer, and read them only once they are there: a
-        // waiting request's client rarely sends more, so an empty buffer is given back meanwhile
-        // (half a kilobyte for each of thousands of suspended requests).
-        if (buffer_.size() == 0)
-            buffer_.shrink_to_fit();
+        // waiting request's client rarely sends more, and a parked request gives its empty buffer
+        // back meanwhile (half a kilobyte for each of thousands of suspended requests; see park).
         watch_pending_ = true;
         socket_.async_wait(asio::socket_base::wait_read, [self = shared_from_this()](beast::error_code ec) {
             std::size_t n = 0;
