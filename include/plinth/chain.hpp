@@ -86,6 +86,7 @@ template <class F>
 struct callback_stage {
     F f;
 };
+template <class F> callback_stage(F) -> callback_stage<F>; // clang 14 deduces no aggregate's arguments
 
 enum class shape { none, sync_value, async_value, sync_ref, async_ref };
 
