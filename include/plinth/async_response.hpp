@@ -174,9 +174,7 @@ public:
     {
         if (!is_done())
             co_await wake_->async_wait(asio::as_tuple(asio::use_awaitable));
-        resolve(disconnection{}); // no effect when something else won
-        std::lock_guard lock(mutex_);
-        co_return std::exchange(outcome_, std::monostate{});
+        co_return take_outcome();
     }
 
     /// Calls `handler(outcome)` on the strand once the suspension is resolved (through a post if
@@ -190,13 +188,7 @@ public:
         auto take = [self = this->shared_from_this(), slot, handler = std::move(handler)](boost::system::error_code) mutable {
             if (slot.is_connected())
                 slot.clear(); // the timer's cancellation handler must not outlive the wait
-            self->resolve(disconnection{}); // no effect when something else won
-            outcome o;
-            {
-                std::lock_guard lock(self->mutex_);
-                o = std::exchange(self->outcome_, std::monostate{});
-            }
-            std::move(handler)(std::move(o));
+            std::move(handler)(self->take_outcome());
         };
         if (is_done())
             asio::post(wake_->get_executor(), [take = std::move(take)]() mutable { take({}); });
@@ -235,6 +227,15 @@ public:
     }
 
 private:
+    // The waiter's side once its wait ended: a wait that ended unresolved (cancelled: the client
+    // went away) resolves as a disconnection.
+    outcome take_outcome()
+    {
+        resolve(disconnection{}); // no effect when something else won
+        std::lock_guard lock(mutex_);
+        return std::exchange(outcome_, std::monostate{});
+    }
+
     // The timer of `generation` fired (on the strand).
     void expired(std::uint64_t generation)
     {

@@ -178,8 +178,10 @@ TEST_CASE("fast path: a suspended request resumed at once costs its suspension's
     // No coroutine waits while a request is suspended, so the resume pays instead: the
     // suspension's shared state, its handler (type-erased, with its cancellation state), and a
     // new run of serve() (its frame and co_spawn's, its cancellation signal and slot, a strand op).
-    // 18 on 2026-11-22: what a suspended request holds went from 8.2 to 5 KB for it.
-    CHECK(measure("GET /suspend HTTP/1.1\r\nHost: bench\r\n\r\n", 1) <= fields_of_hello + 12);
+    // 18 on 2026-11-22 (what a suspended request holds went from 8.2 to 3.8 KB for it), and now
+    // and then one more over the 200 measured requests (18.005 in 3 of 40 runs on a loaded
+    // machine): a miss of Asio's per-thread cache, which depends on how the threads interleave.
+    CHECK(measure("GET /suspend HTTP/1.1\r\nHost: bench\r\n\r\n", 1) <= fields_of_hello + 12.05);
 }
 
 // -- answers held back while a pipelined batch is parsed --
