@@ -403,8 +403,8 @@ private:
         for (;;) {
             const bool resumed = std::exchange(resuming_, false);
             if (!resumed) {
-                if (watch_pending_)
-                    co_await join_watch();
+                while (watch_pending_) // the parse needs the buffer: a cancelled read-ahead delivers first
+                    co_await wait_for_nudge();
                 http::request_parser<http::string_body> parser;
                 parser.header_limit(opt.max_header_bytes);
                 parser.body_limit(opt.max_body_bytes);
@@ -513,7 +513,8 @@ private:
                 // Before stop_watching, whose socket cancel would cancel this write too; and
                 // before a client that half-closed is let go, so it still gets them.
                 arm(phase::write, write_deadline());
-                co_await join_flush();
+                while (flushing_)
+                    co_await wait_for_nudge();
             }
             stream_ = std::exchange(exchange_.stream, nullptr);
             if (stream_ && (failed || disconnected_)) { // the stream never began
@@ -883,14 +884,6 @@ private:
         }
     }
 
-    // The next parse needs the buffer: wait until a cancelled read-ahead has delivered its bytes.
-    asio::awaitable<void> join_watch()
-    {
-        while (watch_pending_) {
-            co_await wait_for_nudge();
-        }
-    }
-
     // Wakes whatever serve() waits on in wait_for_nudge. Each waiter checks what it waits for
     // before and after waiting, so a nudge meant for another (or for nobody) is harmless.
     void nudge()
@@ -944,21 +937,14 @@ private:
         });
     }
 
-    asio::awaitable<void> join_flush()
-    {
-        while (flushing_) {
-            co_await wait_for_nudge();
-        }
-    }
-
     // Writes the held answers now; false when that failed.
     asio::awaitable<bool> flush_deferred()
     {
         if (!flushing_ && out_.empty())
             co_return !flush_error_;
         arm(phase::write, write_deadline()); // a client that does not read is not waited for
-        if (flushing_)
-            co_await join_flush();
+        while (flushing_)
+            co_await wait_for_nudge();
         if (flush_error_)
             co_return false;
         if (out_.empty())
