@@ -309,6 +309,7 @@ int main(int argc, char** argv)
     asio::io_context ioc{f.threads == 1 ? 1 : static_cast<int>(f.threads)};
     asio::thread_pool workers{4};  // for /offload
     background_resumer resumer;    // for /suspend?resume_ms=N
+    f.options.single_threaded = f.threads == 1; // no strand per connection is needed then
     plinth::server srv{ioc, f.options};
     srv.routes({
         {http::verb::get, "/hello", [](const plinth::request&) { return plinth::text("Hello, World!"); }},

@@ -189,8 +189,10 @@ private:
                                         std::shared_ptr<asio::ip::tcp::acceptor> acceptor, asio::io_context& ioc)
     {
         for (;;) {
-            auto [ec, socket] =
-                co_await acceptor->async_accept(asio::make_strand(ioc), asio::as_tuple(asio::use_awaitable));
+            // One strand per connection, unless one thread runs everything anyway.
+            const asio::any_io_executor ex = core->options.single_threaded ? asio::any_io_executor(ioc.get_executor())
+                                                                            : asio::any_io_executor(asio::make_strand(ioc));
+            auto [ec, socket] = co_await acceptor->async_accept(ex, asio::as_tuple(asio::use_awaitable));
             if (!acceptor->is_open())
                 co_return;
             if (ec) {

@@ -60,6 +60,13 @@ struct server_options {
     /// The `Retry-After` of the 503s a shutdown sends.
     std::chrono::seconds shutdown_retry_after{5};
 
+    /// Set when one thread alone runs the io_context (`io_context::run` called from one thread):
+    /// connections then run on the io_context's executor instead of a strand each, which spares
+    /// every handler a lock and a type-erased hop (RESTinio's single-threaded traits do the same).
+    /// `async_response`, streams and `stop` stay safe to use from any thread. Running the
+    /// io_context on more than one thread with this set is a data race.
+    bool single_threaded = false;
+
     /// Handler and callback exceptions and I/O errors go here; a client that leaves (EOF, reset,
     /// broken pipe) is not an error. Null: no logging.
     log_function log = log_to_stderr;

@@ -181,7 +181,11 @@ TEST_CASE("fast path: a suspended request resumed at once costs its suspension's
     // 18 on 2026-11-22 (what a suspended request holds went from 8.2 to 3.8 KB for it), and now
     // and then one more over the 200 measured requests (18.005 in 3 of 40 runs on a loaded
     // machine): a miss of Asio's per-thread cache, which depends on how the threads interleave.
-    CHECK(measure("GET /suspend HTTP/1.1\r\nHost: bench\r\n\r\n", 1) <= fields_of_hello + 12.05);
+    // 19 since responses go straight to the socket (write_at_once): one Asio operation fewer per
+    // request changes which blocks the cache's two slots hold when the resume's operations ask,
+    // and one more of those misses (heaptrack: all but the fields, the suspension and the signal
+    // are such misses: frames, strand ops, waits).
+    CHECK(measure("GET /suspend HTTP/1.1\r\nHost: bench\r\n\r\n", 1) <= fields_of_hello + 13.05);
 }
 
 // -- answers held back while a pipelined batch is parsed --

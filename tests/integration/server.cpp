@@ -8,8 +8,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <future>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 using namespace plinth_test;
 using namespace std::chrono_literals;
@@ -262,6 +266,59 @@ TEST_CASE("server: 200 concurrent 300 ms waits on one thread finish together", "
     // purpose (a shared, noisy machine): it only tells concurrent from sequential.
     CHECK(elapsed < 5s);
     INFO("200 x 300 ms took " << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count() << " ms");
+}
+
+TEST_CASE("server: single_threaded runs connections without strands, and requests resumed from other threads "
+          "(racing 100 clients) still get their answers",
+          "[server]")
+{
+    // Under ThreadSanitizer this is what proves the option safe: resume() and the connections'
+    // handlers meet only through the io_context's queue and the suspension's own lock.
+    std::mutex mutex;
+    std::condition_variable wake;
+    std::vector<plinth::async_response> parked;
+    bool done = false;
+    auto routes = demo_routes();
+    routes.push_back({http::verb::get, "/park", [&](const plinth::request&, plinth::async_response ar) {
+                          std::lock_guard lock(mutex);
+                          parked.push_back(std::move(ar));
+                          wake.notify_one();
+                      }});
+    test_server srv{std::move(routes), {.single_threaded = true}, {}, 1};
+
+    std::vector<std::thread> resumers;
+    for (int t = 0; t < 4; ++t)
+        resumers.emplace_back([&] {
+            for (std::unique_lock lock(mutex);;) {
+                wake.wait(lock, [&] { return done || !parked.empty(); });
+                if (parked.empty())
+                    return;
+                auto ar = std::move(parked.back());
+                parked.pop_back();
+                lock.unlock();
+                ar.resume(plinth::text("resumed"));
+                lock.lock();
+            }
+        });
+    auto parked_statuses = std::async(std::launch::async, [&] { return concurrent_gets(srv.port(), "/park", 100); });
+    auto waited_statuses = std::async(std::launch::async, [&] { return concurrent_gets(srv.port(), "/delay?ms=20", 100); });
+    client c{srv.port()};
+    c.write_raw("GET /users/1 HTTP/1.1\r\nHost: t\r\n\r\nGET /users/2 HTTP/1.1\r\nHost: t\r\n\r\n");
+    CHECK(c.read().body() == "1");
+    CHECK(c.read().body() == "2");
+    CHECK(c.get("/hello").body() == "Hello, World!");
+    for (auto s : parked_statuses.get())
+        CHECK(s == 200);
+    for (auto s : waited_statuses.get())
+        CHECK(s == 200);
+    {
+        std::lock_guard lock(mutex);
+        done = true;
+    }
+    wake.notify_all();
+    for (auto& t : resumers)
+        t.join();
+    CHECK(srv.server().stats().resumed == 100);
 }
 
 TEST_CASE("server: stop() closes idle connections, lets in-flight requests finish, refuses new ones", "[server]")

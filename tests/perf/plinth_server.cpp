@@ -111,6 +111,7 @@ int main(int argc, char** argv)
             threads = std::max(1u, number(argv[i + 1]));
     }
 
+    options.single_threaded = threads == 1; // as the RESTinio peer's single-threaded traits
     asio::io_context ioc{static_cast<int>(threads)};
     plinth::server srv{ioc, options};
     parking_lot lot; // goes first: its workers are joined while the io_context still exists

@@ -436,7 +436,10 @@ private:
                     arm(phase::header, opt.header_timeout); // from the request's first byte
                 first_ = false;
 
-                auto [ec, n] = co_await http::async_read_header(socket_, buffer_, parser, unbound());
+                beast::error_code ec;
+                std::size_t n = 0;
+                if (!parse_buffered_header(parser, ec)) // usually the whole header came with its first byte
+                    std::tie(ec, n) = co_await http::async_read_header(socket_, buffer_, parser, unbound());
                 if (ec)
                     co_return co_await reject_read(ec, !parser.get().target().empty());
                 if (auto status = check_header(parser.get())) {
@@ -557,15 +560,17 @@ private:
                 continue; // no suspension: nothing waits for the write
             }
 
-            arm(phase::write, write_deadline());
             beast::error_code ec;
             if (flush_error_) // held answers that went out while the request waited failed
                 ec = flush_error_;
             else {
                 // What earlier pipelined requests deferred, then this response, in one write.
-                const wire out{asio::buffer(out_), asio::buffer(head_), asio::buffer(body)};
-                std::size_t n = 0;
-                std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
+                wire out{asio::buffer(out_), asio::buffer(head_), asio::buffer(body)};
+                if (!write_at_once(out, ec)) {
+                    arm(phase::write, write_deadline());
+                    std::size_t n = 0;
+                    std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
+                }
                 out_.clear();
             }
             if (ec) {
@@ -630,6 +635,40 @@ private:
         while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
             s.remove_suffix(1);
         return s;
+    }
+
+    // Parses a header that is already in the buffer, as async_read_header would first, without
+    // a trip through the scheduler for an operation that completes at once. False when the
+    // header needs more bytes (async_read_header goes on from where this stopped).
+    bool parse_buffered_header(http::request_parser<http::string_body>& parser, beast::error_code& ec)
+    {
+        if (buffer_.size() == 0)
+            return false;
+        buffer_.consume(parser.put(buffer_.data(), ec));
+        if (ec == http::error::need_more) {
+            ec = {};
+            return false;
+        }
+        return ec || parser.is_header_done();
+    }
+
+    // Writes what the socket takes now (the socket is non-blocking): a response usually fits in
+    // the socket's send buffer, and then needs no asynchronous write, no deadline and no trip
+    // through the scheduler. True when done (or failed); false with `out` trimmed to what is left,
+    // for async_write.
+    bool write_at_once(wire& out, beast::error_code& ec)
+    {
+        std::size_t n = socket_.write_some(out, ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again)
+            ec = {};
+        else if (ec)
+            return true;
+        for (auto& b : out) {
+            const auto step = std::min(n, b.size());
+            b += step;
+            n -= step;
+        }
+        return asio::buffer_size(out) == 0;
     }
 
     void skip_empty_lines()
