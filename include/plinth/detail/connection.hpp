@@ -191,6 +191,67 @@ inline void serialize_head(std::string& out, const response& res)
     out += "\r\n";
 }
 
+// What every response gets before it goes out: the request's version, Server (unless it names
+// itself), Date, Content-Length, and the Connection tokens that say whether the connection stays.
+inline void finish_response(response& res, unsigned version, bool keep_alive, std::string_view server_name)
+{
+    res.version(version);
+    if (res.find(http::field::server) == res.end()) // a handler or interceptor may name itself
+        res.set(http::field::server, server_name);
+    res.set(http::field::date, current_http_date());
+    const unsigned status = res.result_int();
+    if (status < 200 || status == 204 || status == 304)
+        res.body().clear(); // these never carry a body
+    res.prepare_payload();
+    res.keep_alive(keep_alive);
+}
+
+// finish_response() then serialize_head(), without adding to the response the fields the first
+// adds: each is an allocation and a tree insertion, then a free, on every request. The bytes are
+// the same. A response with Connection or Transfer-Encoding fields of its own takes the long
+// way, where Beast merges the tokens.
+inline void write_head(std::string& out, response& res, unsigned version, bool keep_alive, std::string_view server_name)
+{
+    bool server = false;
+    for (const auto& f : res) {
+        const auto name = f.name();
+        if (name == http::field::connection || name == http::field::transfer_encoding) {
+            finish_response(res, version, keep_alive, server_name);
+            return serialize_head(out, res);
+        }
+        server = server || name == http::field::server;
+    }
+    const unsigned status = res.result_int();
+    if (status < 200 || status == 204 || status == 304)
+        res.body().clear(); // these never carry a body
+    res.version(version);
+    out.clear();
+    out += version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    const char code[3] = {static_cast<char>('0' + status / 100 % 10), static_cast<char>('0' + status / 10 % 10),
+                          static_cast<char>('0' + status % 10)};
+    out.append(code, 3);
+    out += ' ';
+    out += res.reason();
+    out += "\r\n";
+    auto line = [&out](std::string_view name, std::string_view value) {
+        out += name;
+        out += ": ";
+        out += value;
+        out += "\r\n";
+    };
+    for (const auto& f : res)
+        if (f.name() != http::field::date && f.name() != http::field::content_length)
+            line(f.name_string(), f.value());
+    if (!server)
+        line("Server", server_name);
+    line("Date", current_http_date());
+    char length[20];
+    line("Content-Length", std::string_view(length, std::to_chars(length, length + sizeof length, res.body().size()).ptr));
+    if (version == 10 ? keep_alive : !keep_alive)
+        line("Connection", keep_alive ? "keep-alive" : "close");
+    out += "\r\n";
+}
+
 /// Closing a socket with unread bytes makes the kernel send a reset, which can destroy a
 /// response before the client reads it: stop sending, then drain for up to a second (nginx's
 /// lingering close). The caller closes the socket.
@@ -551,8 +612,7 @@ private:
                     co_return close();
                 continue;
             }
-            finish(res, version_, keep_alive);
-            serialize_head(head_, res);
+            write_head(res, version_, keep_alive);
             const std::string_view body = head_only_ ? std::string_view() : std::string_view(res.body());
             if (deferrable(keep_alive, body.size())) {
                 out_ += head_;
@@ -596,18 +656,25 @@ private:
     {
         if (req.version() / 10 != 1) // Beast 1.81 already refuses these (see well_formed_version)
             return http::status::http_version_not_supported;
-        if (req.count(http::field::host) > 1 || (req.version() == 11 && req.count(http::field::host) == 0))
-            return http::status::bad_request; // RFC 9112 3.2
-        auto te = req.equal_range(http::field::transfer_encoding);
-        if (te.first != te.second) {
-            // A request framed two ways is how requests are smuggled: refuse rather than choose.
-            if (req.version() == 10 || req.count(http::field::content_length) != 0)
-                return http::status::bad_request;
-            // Each element exactly "chunked", once: Beast's token_list stops quietly at a syntax
-            // error ("chunked;x", "chunked x"), which a proxy in front may read otherwise.
-            unsigned chunked = 0;
-            for (auto it = te.first; it != te.second; ++it) {
-                std::string_view list = it->value();
+        // One pass over the fields rather than a lookup per name: a request has few fields, and
+        // each lookup in Beast's tree compares names case-insensitively.
+        unsigned hosts = 0, content_lengths = 0, te_fields = 0, chunked = 0;
+        bool unknown_coding = false, expected = false;
+        std::string_view expect;
+        for (const auto& f : req) {
+            switch (f.name()) {
+            case http::field::host: ++hosts; break;
+            case http::field::content_length: ++content_lengths; break;
+            case http::field::expect:
+                if (!expected) // the first one, as req[field::expect] gives
+                    expect = f.value();
+                expected = true;
+                break;
+            case http::field::transfer_encoding: {
+                ++te_fields;
+                // Each element exactly "chunked", once: Beast's token_list stops quietly at a
+                // syntax error ("chunked;x", "chunked x"), which a proxy in front may read otherwise.
+                std::string_view list = f.value();
                 while (!list.empty()) {
                     const auto comma = list.find(',');
                     auto coding = trim(list.substr(0, comma));
@@ -615,14 +682,26 @@ private:
                     if (coding.empty())
                         continue;
                     if (!beast::iequals(coding, "chunked"))
-                        return http::status::not_implemented;
-                    ++chunked;
+                        unknown_coding = true;
+                    else
+                        ++chunked;
                 }
+                break;
             }
+            default: break;
+            }
+        }
+        if (hosts > 1 || (req.version() == 11 && hosts == 0))
+            return http::status::bad_request; // RFC 9112 3.2
+        if (te_fields != 0) {
+            // A request framed two ways is how requests are smuggled: refuse rather than choose.
+            if (req.version() == 10 || content_lengths != 0)
+                return http::status::bad_request;
+            if (unknown_coding)
+                return http::status::not_implemented;
             if (chunked != 1)
                 return http::status::bad_request;
         }
-        auto expect = req[http::field::expect];
         if (!expect.empty() && !beast::iequals(expect, "100-continue"))
             return http::status::expectation_failed;
         return std::nullopt;
@@ -1242,17 +1321,14 @@ private:
                               + "' threw: " + describe(err.exception));
     }
 
+    void write_head(response& res, unsigned version, bool keep_alive)
+    {
+        detail::write_head(head_, res, version, keep_alive, core_->options.server_name);
+    }
+
     void finish(response& res, unsigned version, bool keep_alive) const
     {
-        res.version(version);
-        if (res.find(http::field::server) == res.end()) // a handler or interceptor may name itself
-            res.set(http::field::server, core_->options.server_name);
-        res.set(http::field::date, current_http_date());
-        const unsigned status = res.result_int();
-        if (status < 200 || status == 204 || status == 304)
-            res.body().clear(); // these never carry a body
-        res.prepare_payload();
-        res.keep_alive(keep_alive);
+        finish_response(res, version, keep_alive, core_->options.server_name);
     }
 
     void close()
