@@ -12,7 +12,6 @@
 
 #include <plinth/log.hpp>
 
-#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -65,8 +64,7 @@ struct cancellation {
 struct disconnection {};
 
 /// The shared state behind every copy of a handle. All state changes happen under `mutex_`;
-/// callbacks, the waiter and the timer run on `executor_` (the connection's strand), never under
-/// the lock.
+/// callbacks and timers run on `executor_` (the connection's strand), never under the lock.
 template <class Result>
 class suspension : public std::enable_shared_from_this<suspension<Result>> {
 public:
@@ -74,8 +72,9 @@ public:
     using outcome = std::variant<std::monostate, Result, std::exception_ptr, cancellation, disconnection>;
 
     suspension(asio::any_io_executor executor, log_function log)
-        : executor_(std::move(executor)), log_(std::move(log))
+        : executor_(std::move(executor)), log_(std::move(log)), wake_(executor_)
     {
+        wake_->expires_at(asio::steady_timer::time_point::max());
     }
 
     // -- the handle's operations (any thread) --
@@ -100,10 +99,10 @@ public:
         lock.unlock();
         // From another thread this runs later, maybe after a newer set_timeout ran inline on the
         // strand: only the newest generation may touch the timer.
-        asio::dispatch(executor, [self = this->shared_from_this(), executor, deadline, generation, never = d <= d.zero()] {
+        asio::dispatch(executor, [self = this->shared_from_this(), deadline, generation, never = d <= d.zero()] {
             {
                 std::lock_guard lock(self->mutex_);
-                if (generation != self->generation_) // a newer one, or done (released included)
+                if (generation != self->generation_ || !self->wake_) // no wake_: released
                     return;
             }
             if (never) {
@@ -112,7 +111,7 @@ public:
                 return;
             }
             if (!self->timer_)
-                self->timer_ = std::make_unique<asio::steady_timer>(executor);
+                self->timer_ = std::make_unique<asio::steady_timer>(self->wake_->get_executor());
             self->timer_->expires_at(deadline);
             self->timer_->async_wait([self, generation](boost::system::error_code ec) {
                 if (!ec)
@@ -171,37 +170,30 @@ public:
 
     /// Waits until the suspension is resolved and takes its outcome. A wait cancelled through
     /// per-operation cancellation (the client went away) resolves it as a disconnection.
-    asio::awaitable<outcome> wait() { co_return co_await async_wait(asio::use_awaitable); }
-
-    /// Completes with the outcome (`void(outcome)`) once the suspension is resolved, on the
-    /// strand (whatever executor the handler is associated with) and never inside this call. A cancellation through the handler's slot (the client
-    /// went away) resolves it as a disconnection. Only the stored handler is kept meanwhile: a
-    /// request suspended this way holds no coroutine frame and no timer. One wait at a time.
-    template <class CompletionToken>
-    auto async_wait(CompletionToken&& token)
+    asio::awaitable<outcome> wait()
     {
-        return asio::async_initiate<CompletionToken, void(outcome)>(
-            [this](auto handler) {
-                // The handler's slot is served here. Type-erased with it, the handler would also
-                // get a cancellation state (an allocation) forwarding to a slot of its own; it
-                // runs on the strand (see wake_waiter), so nothing else of it is needed either.
-                waiter_slot_ = asio::get_associated_cancellation_slot(handler);
-                // Not operator=: Asio 1.81's move assignment wraps the handler in itself, forever.
-                asio::any_completion_handler<void(outcome)>(
-                    [h = std::move(handler)](outcome o) mutable { std::move(h)(std::move(o)); })
-                    .swap(waiter_);
-                if (waiter_slot_.is_connected())
-                    waiter_slot_.template emplace<waiter_cancellation>(this);
-                asio::any_io_executor executor;
-                {
-                    std::lock_guard lock(mutex_);
-                    if (!done_)
-                        return; // win() wakes it
-                    executor = executor_;
-                }
-                wake_waiter(executor);
-            },
-            token);
+        if (!is_done())
+            co_await wake_->async_wait(asio::as_tuple(asio::use_awaitable));
+        co_return take_outcome();
+    }
+
+    /// Calls `handler(outcome)` on the strand once the suspension is resolved (through a post if
+    /// it already is). A cancellation through the handler's slot (the client went away) resolves
+    /// it as a disconnection. Only the pending timer wait keeps the handler: a request suspended
+    /// this way holds no coroutine frame.
+    template <class Handler>
+    void async_wait(Handler handler)
+    {
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        auto take = [self = this->shared_from_this(), slot, handler = std::move(handler)](boost::system::error_code) mutable {
+            if (slot.is_connected())
+                slot.clear(); // the timer's cancellation handler must not outlive the wait
+            std::move(handler)(self->take_outcome());
+        };
+        if (is_done())
+            asio::post(wake_->get_executor(), [take = std::move(take)]() mutable { take({}); });
+        else
+            wake_->async_wait(asio::bind_cancellation_slot(slot, std::move(take)));
     }
 
     /// The response was written (or writing failed with `error`): fire on_complete once, in
@@ -230,35 +222,11 @@ public:
             on_complete_.clear();
             executor.swap(executor_);
         }
-        if (waiter_slot_.is_connected())
-            waiter_slot_.clear();
-        asio::any_completion_handler<void(outcome)>().swap(waiter_);
+        wake_.reset();
         timer_.reset();
     }
 
 private:
-    // What a cancellation of the waiter's slot does: the client went away (or the server's grace
-    // ended), unless something else won first. The waiter then completes as any wake does.
-    struct waiter_cancellation {
-        suspension* self;
-        void operator()(asio::cancellation_type) const { self->resolve(disconnection{}); }
-    };
-
-    // Hands the waiter its outcome through the executor, so never inside the call that resolved
-    // (a handler may resume its own request before its stage returned). Its slot is cleared
-    // there, before the call: not here, where that slot's own cancellation handler may be
-    // running.
-    void wake_waiter(const asio::any_io_executor& executor)
-    {
-        if (!waiter_ || !executor)
-            return;
-        asio::post(executor, [self = this->shared_from_this(), h = std::move(waiter_)]() mutable {
-            if (self->waiter_slot_.is_connected())
-                self->waiter_slot_.clear();
-            std::move(h)(self->take_outcome());
-        });
-    }
-
     // The waiter's side once its wait ended: a wait that ended unresolved (cancelled: the client
     // went away) resolves as a disconnection.
     outcome take_outcome()
@@ -310,10 +278,11 @@ private:
         ++generation_; // disarms the timeout
         auto executor = executor_;
         lock.unlock();
-        asio::dispatch(executor, [self = this->shared_from_this(), executor] {
+        asio::dispatch(executor, [self = this->shared_from_this()] {
+            if (self->wake_)
+                self->wake_->cancel();
             if (self->timer_)
                 self->timer_->cancel();
-            self->wake_waiter(executor);
         });
     }
 
@@ -336,8 +305,8 @@ private:
             // A handle may outlive the io_context: keep nothing that refers to it.
             executor.swap(executor_);
         }
-        // Release the timer now rather than at some deadline (Jersey #2861).
-        wake_waiter(executor); // only if a waiter is left, which the connection never does
+        // Release the timers now rather than at some deadline (Jersey #2861).
+        wake_.reset();
         timer_.reset();
         if (disconnected)
             for (auto& cb : on_disconnect)
@@ -385,8 +354,7 @@ private:
     asio::any_io_executor executor_; // guarded by mutex_; emptied at completion
     const log_function log_;
     // Touched on the strand only; reset at completion.
-    asio::any_completion_handler<void(outcome)> waiter_; // see async_wait
-    asio::cancellation_slot waiter_slot_;                 // ...and its slot
+    std::optional<asio::steady_timer> wake_;
     std::unique_ptr<asio::steady_timer> timer_; // made by the first set_timeout: many never time out
 };
 

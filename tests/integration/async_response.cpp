@@ -439,3 +439,33 @@ TEST_CASE("async_response: a request that suspends after the stop's grace ended 
     CHECK(c.read().result() == http::status::service_unavailable);
     CHECK(srv.join_within(5s));
 }
+
+TEST_CASE("async_response: a handle kept after its io_context is gone answers false, and the request's connection "
+          "and suspension are freed",
+          "[async_response]")
+{
+    // What a suspended request holds is owned, in the end, by an operation the io_context owns:
+    // destroying the io_context destroys it, which frees the connection, which releases the
+    // suspension. (A waiter kept outside the io_context once made this a reference cycle: the
+    // connection leaked and resume() returned true into a dead io_context.)
+    std::optional<plinth::async_response> kept;
+    std::weak_ptr<plinth::detail::suspension<plinth::response>> state;
+    {
+        asio::io_context ioc{1};
+        plinth::server srv{ioc, {.address = "127.0.0.1", .port = 0}};
+        srv.routes({{http::verb::get, "/park", [&](const plinth::request&, plinth::async_response ar) { kept = ar; }}});
+        srv.start();
+        tcp::socket c{ioc};
+        c.connect({asio::ip::make_address("127.0.0.1"), srv.port()});
+        asio::write(c, asio::buffer(std::string_view("GET /park HTTP/1.1\r\nHost: t\r\n\r\n")));
+        for (int i = 0; i < 500 && !kept; ++i)
+            ioc.run_for(std::chrono::milliseconds(10));
+        REQUIRE(kept);
+        state = kept->state();
+        CHECK(kept->is_suspended());
+    } // the server, then the io_context, with the request still suspended
+    CHECK(state.use_count() == 1); // only the kept handle
+    CHECK(kept->is_done());
+    CHECK_FALSE(kept->resume(plinth::text("too late")));
+    CHECK_FALSE(kept->cancel());
+}

@@ -185,10 +185,8 @@ TEST_CASE("fast path: a suspended request resumed at once costs its suspension's
     // One more since responses go straight to the socket (write_at_once): one Asio operation
     // fewer per request changes which blocks the cache's two slots hold when the resume's
     // operations ask (heaptrack: all but the fields, the suspension and the signal are such
-    // misses: frames, strand ops, waits). Two more since the suspension keeps its waiter as a
-    // type-erased handler rather than in a timer's wait (which held 340 B more per suspended
-    // request): the handler's block, and the post that wakes it.
-    CHECK(measure("GET /suspend HTTP/1.1\r\nHost: bench\r\n\r\n", 1) <= fields_of_hello + 15.05);
+    // misses: frames, strand ops, waits).
+    CHECK(measure("GET /suspend HTTP/1.1\r\nHost: bench\r\n\r\n", 1) <= fields_of_hello + 13.05);
 }
 
 // -- answers held back while a pipelined batch is parsed --

@@ -19,18 +19,18 @@ namespace http = boost::beast::http;
 
 namespace {
 
-std::string long_way(plinth::response res, unsigned version, bool keep_alive)
+std::string long_way(plinth::response res, unsigned version, bool keep_alive, std::string_view name = "plinth")
 {
-    plinth::detail::finish_response(res, version, keep_alive, "plinth");
+    plinth::detail::finish_response(res, version, keep_alive, name);
     std::string out;
     plinth::detail::serialize_head(out, res);
     return out + res.body();
 }
 
-std::string short_way(plinth::response res, unsigned version, bool keep_alive)
+std::string short_way(plinth::response res, unsigned version, bool keep_alive, std::string_view name = "plinth")
 {
     std::string out;
-    plinth::detail::write_head(out, res, version, keep_alive, "plinth");
+    plinth::detail::write_head(out, res, version, keep_alive, name);
     return out + res.body();
 }
 
@@ -93,4 +93,16 @@ TEST_CASE("response head: a plain response gets Server, Date and Content-Length,
     CHECK(out.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nServer: plinth\r\nDate: "));
     CHECK(out.ends_with("\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"));
     CHECK(std::distance(res.begin(), res.end()) == fields);
+}
+
+TEST_CASE("response head: the configured server name is trimmed as Beast's fields trim it", "[response_head]")
+{
+    for (std::string_view name : {" padded\t", "", "  ", "plain"}) {
+        INFO("server_name '" << name << "'");
+        auto a = long_way(plinth::text("x"), 11, true, name);
+        auto b = short_way(plinth::text("x"), 11, true, name);
+        if (a != b) // Date has a resolution of a second
+            a = long_way(plinth::text("x"), 11, true, name);
+        CHECK(a == b);
+    }
 }

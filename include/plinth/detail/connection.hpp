@@ -242,8 +242,12 @@ inline void write_head(std::string& out, response& res, unsigned version, bool k
     for (const auto& f : res)
         if (f.name() != http::field::date && f.name() != http::field::content_length)
             line(f.name_string(), f.value());
-    if (!server)
-        line("Server", server_name);
+    if (!server) { // trimmed, as Beast's fields trim what they are set to
+        const auto first = server_name.find_first_not_of(" \t");
+        line("Server", first == std::string_view::npos
+                           ? std::string_view()
+                           : server_name.substr(first, server_name.find_last_not_of(" \t") - first + 1));
+    }
     line("Date", current_http_date());
     char length[20];
     line("Content-Length", std::string_view(length, std::to_chars(length, length + sizeof length, res.body().size()).ptr));
@@ -334,8 +338,14 @@ public:
     void start()
     {
         // Set up before the connection is published in `live`, where a stop may reach it.
-        beast::error_code ignored;
-        socket_.non_blocking(true, ignored); // for read_available; asynchronous operations do not mind
+        beast::error_code ec;
+        // For read_available and write_at_once (which would block the thread without it);
+        // asynchronous operations do not mind.
+        socket_.non_blocking(true, ec);
+        if (ec) {
+            core_->log(log_level::warning, "a connection could not be made non-blocking: " + ec.message());
+            return; // closed with the connection
+        }
         exchange_.executor = socket_.get_executor();
         exchange_.owner = this;
         exchange_.policy = &core_->policy;
