@@ -168,10 +168,8 @@ inline auto unbound()
 // completion token, which keeps what including plinth costs a build down.
 using wire = std::array<asio::const_buffer, 3>;
 
-// A response head in HTTP/1.1 wire format (what Beast's serializer writes), into `out`, whose
-// capacity the caller keeps: the response then goes out in one gather write, with no serializer
-// allocated per response.
-inline void serialize_head(std::string& out, const response& res)
+// The status line, replacing what `out` held.
+inline void start_head(std::string& out, const response& res)
 {
     out.clear();
     out += res.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
@@ -182,12 +180,24 @@ inline void serialize_head(std::string& out, const response& res)
     out += ' ';
     out += res.reason();
     out += "\r\n";
-    for (const auto& f : res) {
-        out += f.name_string();
-        out += ": ";
-        out += f.value();
-        out += "\r\n";
-    }
+}
+
+inline void append_field(std::string& out, std::string_view name, std::string_view value)
+{
+    out += name;
+    out += ": ";
+    out += value;
+    out += "\r\n";
+}
+
+// A response head in HTTP/1.1 wire format (what Beast's serializer writes), into `out`, whose
+// capacity the caller keeps: the response then goes out in one gather write, with no serializer
+// allocated per response.
+inline void serialize_head(std::string& out, const response& res)
+{
+    start_head(out, res);
+    for (const auto& f : res)
+        append_field(out, f.name_string(), f.value());
     out += "\r\n";
 }
 
@@ -225,20 +235,8 @@ inline void write_head(std::string& out, response& res, unsigned version, bool k
     if (status < 200 || status == 204 || status == 304)
         res.body().clear(); // these never carry a body
     res.version(version);
-    out.clear();
-    out += version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
-    const char code[3] = {static_cast<char>('0' + status / 100 % 10), static_cast<char>('0' + status / 10 % 10),
-                          static_cast<char>('0' + status % 10)};
-    out.append(code, 3);
-    out += ' ';
-    out += res.reason();
-    out += "\r\n";
-    auto line = [&out](std::string_view name, std::string_view value) {
-        out += name;
-        out += ": ";
-        out += value;
-        out += "\r\n";
-    };
+    start_head(out, res);
+    auto line = [&out](std::string_view name, std::string_view value) { append_field(out, name, value); };
     for (const auto& f : res)
         if (f.name() != http::field::date && f.name() != http::field::content_length)
             line(f.name_string(), f.value());
