@@ -201,6 +201,24 @@ inline void serialize_head(std::string& out, const response& res)
     out += "\r\n";
 }
 
+// Without leading and trailing spaces and tabs (HTTP's optional whitespace).
+inline std::string_view trim_blanks(std::string_view s)
+{
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+        s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+        s.remove_suffix(1);
+    return s;
+}
+
+// 1xx, 204 and 304 responses never carry a body, whatever the handler put in it.
+inline void drop_forbidden_body(response& res)
+{
+    const unsigned status = res.result_int();
+    if (status < 200 || status == 204 || status == 304)
+        res.body().clear();
+}
+
 // What every response gets before it goes out: the request's version, Server (unless it names
 // itself), Date, Content-Length, and the Connection tokens that say whether the connection stays.
 inline void finish_response(response& res, unsigned version, bool keep_alive, std::string_view server_name)
@@ -209,9 +227,7 @@ inline void finish_response(response& res, unsigned version, bool keep_alive, st
     if (res.find(http::field::server) == res.end()) // a handler or interceptor may name itself
         res.set(http::field::server, server_name);
     res.set(http::field::date, current_http_date());
-    const unsigned status = res.result_int();
-    if (status < 200 || status == 204 || status == 304)
-        res.body().clear(); // these never carry a body
+    drop_forbidden_body(res);
     res.prepare_payload();
     res.keep_alive(keep_alive);
 }
@@ -231,26 +247,20 @@ inline void write_head(std::string& out, response& res, unsigned version, bool k
         }
         server = server || name == http::field::server;
     }
-    const unsigned status = res.result_int();
-    if (status < 200 || status == 204 || status == 304)
-        res.body().clear(); // these never carry a body
+    drop_forbidden_body(res);
     res.version(version);
     start_head(out, res);
-    auto line = [&out](std::string_view name, std::string_view value) { append_field(out, name, value); };
     for (const auto& f : res)
         if (f.name() != http::field::date && f.name() != http::field::content_length)
-            line(f.name_string(), f.value());
-    if (!server) { // trimmed, as Beast's fields trim what they are set to
-        const auto first = server_name.find_first_not_of(" \t");
-        line("Server", first == std::string_view::npos
-                           ? std::string_view()
-                           : server_name.substr(first, server_name.find_last_not_of(" \t") - first + 1));
-    }
-    line("Date", current_http_date());
+            append_field(out, f.name_string(), f.value());
+    if (!server)
+        append_field(out, "Server", trim_blanks(server_name)); // as Beast's fields trim values
+    append_field(out, "Date", current_http_date());
     char length[20];
-    line("Content-Length", std::string_view(length, std::to_chars(length, length + sizeof length, res.body().size()).ptr));
+    append_field(out, "Content-Length",
+                 std::string_view(length, std::to_chars(length, length + sizeof length, res.body().size()).ptr));
     if (version == 10 ? keep_alive : !keep_alive)
-        line("Connection", keep_alive ? "keep-alive" : "close");
+        append_field(out, "Connection", keep_alive ? "keep-alive" : "close");
     out += "\r\n";
 }
 
@@ -685,7 +695,7 @@ private:
                 std::string_view list = f.value();
                 while (!list.empty()) {
                     const auto comma = list.find(',');
-                    auto coding = trim(list.substr(0, comma));
+                    auto coding = trim_blanks(list.substr(0, comma));
                     list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
                     if (coding.empty())
                         continue;
@@ -713,15 +723,6 @@ private:
         if (!expect.empty() && !beast::iequals(expect, "100-continue"))
             return http::status::expectation_failed;
         return std::nullopt;
-    }
-
-    static std::string_view trim(std::string_view s)
-    {
-        while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-            s.remove_prefix(1);
-        while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-            s.remove_suffix(1);
-        return s;
     }
 
     // Parses a header that is already in the buffer, as async_read_header would first, without
