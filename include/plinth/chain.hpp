@@ -236,9 +236,11 @@ struct execution {
     execution& operator=(const execution&) = delete;
 
     const basic_chain<Context>& chain;
-    list queue;
+    // One list for the stack and the queue, since entering an interceptor moves it from the
+    // queue's front to the stack's top: [0, head) is the stack (its top at head - 1), [head, end)
+    // the queue. Half the inline room two lists would take, for each request in flight.
+    list walk;
     std::size_t head = 0;
-    list stack;
     std::list<interceptor_type> owned;   // interceptors enqueued by value; std::list keeps addresses
     std::optional<chain_error> error;
     bool leaving = false;
@@ -257,7 +259,7 @@ struct execution {
     void begin(Context& ctx)
     {
         for (const auto& i : chain.interceptors_)
-            queue.push_back(&i);
+            walk.push_back(&i);
         auto& link = static_cast<chain_context<Context>&>(ctx);
         outer = link.execution_;
         link.execution_ = this;
@@ -350,11 +352,7 @@ struct execution {
         return &owned.emplace_back(std::move(i));
     }
 
-    void drop_queue() noexcept
-    {
-        queue.clear();
-        head = 0;
-    }
+    void drop_queue() noexcept { walk.erase(walk.begin() + static_cast<std::ptrdiff_t>(head), walk.end()); }
 
     template <class... Extra>
     static std::exception_ptr call_sync(const basic_stage<Context, Extra...>& s, Context& ctx, Extra... e) noexcept
@@ -527,14 +525,13 @@ bool detail::execution<Context>::advance(Context& ctx)
     for (;;) {
         switch (next) {
         case step::enter: {
-            if (error || head >= queue.size()) { // the enter phase is over
+            if (error || head >= walk.size()) { // the enter phase is over
                 drop_queue();
                 leaving = true;
                 next = step::leave;
                 continue;
             }
-            const auto& i = *queue[head++];
-            stack.push_back(&i);
+            const auto& i = *walk[head++]; // now on top of the stack
             if (i.enter) {
                 observe(ctx, stage::enter, i, observe_point::before);
                 pending = &i;
@@ -548,10 +545,9 @@ bool detail::execution<Context>::advance(Context& ctx)
             continue;
         }
         case step::leave: { // leave stages in reverse, or error stages while an error is pending
-            if (stack.empty())
+            if (head == 0)
                 return false;
-            current = stack.back();
-            stack.pop_back();
+            current = walk[--head];
             next = step::error_of_current;
             const auto& i = *current;
             if (!error && i.leave) {
@@ -666,7 +662,7 @@ template <class Context>
 void enqueue(Context& ctx, basic_interceptor<Context> i)
 {
     auto& ex = detail::execution<Context>::of(ctx, "plinth::enqueue");
-    ex.queue.push_back(ex.own(std::move(i)));
+    ex.walk.push_back(ex.own(std::move(i)));
 }
 
 /// Appends copies of `is` to the queue, in order.
@@ -678,7 +674,7 @@ void enqueue(Context& ctx, std::span<const basic_interceptor<Context>> is)
     for (const auto& i : is) // all or nothing
         detail::execution<Context>::check(i, "plinth::enqueue");
     for (const auto& i : is)
-        ex.queue.push_back(ex.own(i));
+        ex.walk.push_back(ex.own(i));
 }
 
 /// Appends `is` by reference, without copying: they must outlive the execution (a route table
@@ -691,7 +687,7 @@ void enqueue_ref(Context& ctx, std::span<const basic_interceptor<Context>> is)
     for (const auto& i : is) // all or nothing
         detail::execution<Context>::check(i, "plinth::enqueue_ref");
     for (const auto& i : is)
-        ex.queue.push_back(&i);
+        ex.walk.push_back(&i);
 }
 
 /// Inserts a copy of `i` at the front of the queue: it is entered next.
@@ -701,7 +697,7 @@ void enqueue_front(Context& ctx, basic_interceptor<Context> i)
 {
     auto& ex = detail::execution<Context>::of(ctx, "plinth::enqueue_front");
     const auto* p = ex.own(std::move(i));
-    ex.queue.insert(ex.queue.begin() + static_cast<std::ptrdiff_t>(ex.head), p);
+    ex.walk.insert(ex.walk.begin() + static_cast<std::ptrdiff_t>(ex.head), p);
 }
 
 /// Drops the rest of the queue: the leave phase starts after the current stage.
