@@ -10,6 +10,7 @@
 // cancel or time out, with exactly one winner. This layer knows Asio, not HTTP: the result type
 // is a parameter and a cancellation is reported as such; http.hpp turns it into a 503.
 
+#include <plinth/detail/exact_allocator.hpp>
 #include <plinth/log.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -113,10 +114,10 @@ public:
             if (!self->timer_)
                 self->timer_ = std::make_unique<asio::steady_timer>(self->wake_->get_executor());
             self->timer_->expires_at(deadline);
-            self->timer_->async_wait([self, generation](boost::system::error_code ec) {
+            self->timer_->async_wait(exactly_allocated([self, generation](boost::system::error_code ec) {
                 if (!ec)
                     self->expired(generation);
-            });
+            }));
         });
         return true;
     }
@@ -193,7 +194,7 @@ public:
         if (is_done())
             asio::post(wake_->get_executor(), [take = std::move(take)]() mutable { take({}); });
         else
-            wake_->async_wait(asio::bind_cancellation_slot(slot, std::move(take)));
+            wake_->async_wait(asio::bind_cancellation_slot(slot, exactly_allocated(std::move(take))));
     }
 
     /// The response was written (or writing failed with `error`): fire on_complete once, in

@@ -443,11 +443,14 @@ private:
         if (buffer_.size() == 0) // the read-ahead needs no buffer until bytes come: give it back
             buffer_.shrink_to_fit();
         run_->start_pending(ctx_, asio::bind_cancellation_slot(cancel_parked_.slot(),
-                                                               [self = shared_from_this()](std::exception_ptr e) {
+                                                               exactly_allocated([self = shared_from_this()](std::exception_ptr e) {
                                                                    self->cancel_parked_.slot().clear();
                                                                    self->unpark(std::move(e));
-                                                               }));
+                                                               })));
     }
+
+    // A callback stage runs and serve() does not (see park).
+    bool parked() const noexcept { return !cancel_request_; }
 
     void unpark(std::exception_ptr e)
     {
@@ -882,11 +885,13 @@ private:
     void wait_deadline()
     {
         deadline_pending_ = true;
-        deadline_.async_wait([self = shared_from_this()](beast::error_code ec) {
+        // Made rarely (the wait outlives many requests: see arm), and it may be held by thousands
+        // of suspended requests, so exactly allocated.
+        deadline_.async_wait(exactly_allocated([self = shared_from_this()](beast::error_code ec) {
             if (ec == asio::error::operation_aborted)
                 return; // moved or closed: a newer wait (if any) owns deadline_pending_
             self->on_deadline();
-        });
+        }));
     }
 
     void on_deadline()
@@ -961,14 +966,18 @@ private:
         // waiting request's client rarely sends more, and a parked request gives its empty buffer
         // back meanwhile (half a kilobyte for each of thousands of suspended requests; see park).
         watch_pending_ = true;
-        socket_.async_wait(asio::socket_base::wait_read, [self = shared_from_this()](beast::error_code ec) {
+        auto on_readable = [self = shared_from_this()](beast::error_code ec) {
             std::size_t n = 0;
             if (!ec)
                 n = self->read_available(ec);
             if (ec == asio::error::would_block || ec == asio::error::try_again)
                 ec = {}; // readable was stale: wait again
             self->on_read_ahead(ec, n);
-        });
+        };
+        if (parked()) // it may wait for minutes (an awaitable stage's rarely does)
+            socket_.async_wait(asio::socket_base::wait_read, exactly_allocated(std::move(on_readable)));
+        else
+            socket_.async_wait(asio::socket_base::wait_read, std::move(on_readable));
     }
 
     // Reads what the kernel holds for the connection, up to the read-ahead limit, without
