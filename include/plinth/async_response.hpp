@@ -33,6 +33,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -82,10 +83,11 @@ public:
 
     bool resolve(outcome o, bool cancel_call = false)
     {
+        stored s = box(std::move(o)); // before the lock: it may allocate
         std::unique_lock lock(mutex_);
         if (done_)
             return cancel_call && cancelled_; // a second cancel succeeds and changes nothing
-        win(lock, std::move(o), cancel_call, false);
+        win(lock, std::move(s), cancel_call, false);
         return true;
     }
 
@@ -233,8 +235,35 @@ private:
     outcome take_outcome()
     {
         resolve(disconnection{}); // no effect when something else won
-        std::lock_guard lock(mutex_);
-        return std::exchange(outcome_, std::monostate{});
+        stored s;
+        {
+            std::lock_guard lock(mutex_);
+            s = std::exchange(outcome_, std::monostate{});
+        }
+        return std::visit(
+            [](auto& v) -> outcome {
+                if constexpr (std::is_same_v<std::decay_t<decltype(v)>, std::unique_ptr<Result>>)
+                    return std::move(*v);
+                else
+                    return std::move(v);
+            },
+            s);
+    }
+
+    // What won, as kept until the waiter takes it: a result is boxed, so that a suspended
+    // request holds a pointer for it while it waits rather than sizeof(Result) (a response is 120 B).
+    using stored = std::variant<std::monostate, std::unique_ptr<Result>, std::exception_ptr, cancellation, disconnection>;
+
+    static stored box(outcome o)
+    {
+        return std::visit(
+            [](auto& v) -> stored {
+                if constexpr (std::is_same_v<std::decay_t<decltype(v)>, Result>)
+                    return std::make_unique<Result>(std::move(v));
+                else
+                    return std::move(v);
+            },
+            o);
     }
 
     // The timer of `generation` fired (on the strand).
@@ -270,7 +299,7 @@ private:
     }
 
     // Records the winning outcome (under `lock`, which it releases) and wakes the waiter.
-    void win(std::unique_lock<std::mutex>& lock, outcome o, bool cancelled, bool timed_out)
+    void win(std::unique_lock<std::mutex>& lock, stored o, bool cancelled, bool timed_out)
     {
         done_ = true;
         cancelled_ = cancelled;
@@ -347,7 +376,7 @@ private:
     bool timed_out_ = false;
     bool completed_ = false;
     std::uint64_t generation_ = 0;
-    outcome outcome_;
+    stored outcome_;
     std::function<void(handle)> on_timeout_;
     std::vector<std::function<void()>> on_disconnect_;
     std::vector<std::function<void(std::exception_ptr)>> on_complete_;
