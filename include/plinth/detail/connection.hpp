@@ -442,11 +442,12 @@ private:
         cancel_request_.reset(); // serve() ends: nothing of it is left to cancel
         if (buffer_.size() == 0) // the read-ahead needs no buffer until bytes come: give it back
             buffer_.shrink_to_fit();
-        run_->start_pending(ctx_, asio::bind_cancellation_slot(cancel_parked_.slot(),
-                                                               exactly_allocated([self = shared_from_this()](std::exception_ptr e) {
-                                                                   self->cancel_parked_.slot().clear();
-                                                                   self->unpark(std::move(e));
-                                                               })));
+        // No cancellation slot: the stage waits on a suspension of this request (the only
+        // callback stage is a suspended handler's), which cancel_walk resolves directly. A slot
+        // would cost two cancellation handlers (96 B) for each suspended request.
+        run_->start_pending(ctx_, exactly_allocated([self = shared_from_this()](std::exception_ptr e) {
+                                self->unpark(std::move(e));
+                            }));
     }
 
     // A callback stage runs and serve() does not (see park).
@@ -471,9 +472,11 @@ private:
     void cancel_walk()
     {
         walk_cancelled_ = true;
-        if (cancel_request_)
+        if (!parked())
             cancel_request_->emit(asio::cancellation_type::terminal); // an awaitable stage in serve()
-        cancel_parked_.emit(asio::cancellation_type::terminal);   // or a parked callback stage
+        else // a parked stage: its suspension ends as a disconnection (if nothing else won)
+            for (const auto& s : exchange_.suspensions)
+                s->resolve(disconnection{});
     }
 
     asio::awaitable<void> serve()
@@ -1379,7 +1382,6 @@ private:
     static constexpr std::size_t max_deferred_bytes = 16 * 1024;
     exchange exchange_;
     std::shared_ptr<asio::cancellation_signal> cancel_request_; // cancels serve()'s current wait; see spawn
-    asio::cancellation_signal cancel_parked_;   // ...or a parked stage's; see cancel_walk
     // What serve() waits on for a read-ahead or a write to finish, or a stream for its producers;
     // made on first use (most connections never wait so), so it costs a pointer until then.
     std::unique_ptr<asio::steady_timer> nudge_;
