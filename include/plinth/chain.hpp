@@ -75,7 +75,9 @@ namespace detail {
 template <class Context> struct execution;
 
 /// How a callback stage (below) reports its end: once, with what it threw or nothing. Its
-/// associated cancellation slot is the request's: a client gone, a shutdown's grace ended.
+/// associated cancellation slot, if it has one, is the request's: a client gone, a shutdown's
+/// grace ended. (A server's connection gives it none: it ends a parked suspended handler through
+/// the request's suspension instead.)
 using stage_handler = asio::any_completion_handler<void(std::exception_ptr)>;
 
 /// A stage written as an Asio initiating function rather than a coroutine: it starts its work and

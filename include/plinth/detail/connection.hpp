@@ -943,7 +943,8 @@ private:
     //
     // While the chain waits (an awaitable stage, a suspension), a read stays pending so that EOF
     // or a reset is noticed at once: the request's pending operation is then cancelled through
-    // the coroutine's cancellation slot. Bytes that arrive meanwhile are a pipelined request, not
+    // the coroutine's cancellation slot, or a parked stage's suspension resolved as a
+    // disconnection (see cancel_walk). Bytes that arrive meanwhile are a pipelined request, not
     // a disconnect: they stay in the buffer (up to max_read_ahead_bytes) for the next parse.
 
     bool stopping() const noexcept override { return hard_stop_; }
