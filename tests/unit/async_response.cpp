@@ -510,6 +510,40 @@ TEST_CASE("async_response: resume with a null exception_ptr throws std::invalid_
     ar.state()->complete(nullptr);
 }
 
+namespace {
+// A result that cannot be boxed: the suspension keeps a result on the heap until its waiter
+// takes it, and this one's operator new always fails.
+struct unboxable {
+    int value = 0;
+    static void* operator new(std::size_t) { throw std::bad_alloc(); }
+    static void operator delete(void* p) noexcept { ::operator delete(p); }
+};
+
+asio::awaitable<void> wait_into(plinth::basic_async_response<unboxable> ar,
+                                std::optional<plinth::detail::suspension<unboxable>::outcome>* got)
+{
+    *got = co_await ar.state()->wait();
+}
+} // namespace
+
+TEST_CASE("async_response: a resume with no memory left for its result still ends the suspension, with bad_alloc",
+          "[async_response]")
+{
+    asio::io_context ioc;
+    using handle = plinth::basic_async_response<unboxable>;
+    auto ar = handle::make(ioc.get_executor(), nullptr);
+    CHECK(ar.resume(unboxable{7})); // it won: the request goes down the error path, not nowhere
+    CHECK(ar.is_done());
+    CHECK_FALSE(ar.resume(unboxable{8})); // a late call boxes nothing and changes nothing
+    std::optional<plinth::detail::suspension<unboxable>::outcome> got;
+    asio::co_spawn(ioc, wait_into(ar, &got), asio::detached);
+    ioc.run();
+    REQUIRE(got.has_value());
+    REQUIRE(std::holds_alternative<std::exception_ptr>(*got));
+    CHECK(holds<std::bad_alloc>(std::get<std::exception_ptr>(*got)));
+    ar.state()->complete(nullptr);
+}
+
 TEST_CASE("async_response: cancel(time_point) carries the time point; cancel(seconds) the seconds", "[async_response]")
 {
     asio::io_context ioc;

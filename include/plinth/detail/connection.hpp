@@ -439,15 +439,22 @@ private:
     // that no coroutine frame is held while the request waits; the stage's end spawns it again.
     void park()
     {
-        cancel_request_.reset(); // serve() ends: nothing of it is left to cancel
+        // serve() ends: nothing of it is left to cancel (and parked() says so from here on).
+        auto signal = std::exchange(cancel_request_, nullptr);
         if (buffer_.size() == 0) // the read-ahead needs no buffer until bytes come: give it back
             buffer_.shrink_to_fit();
         // No cancellation slot: the stage waits on a suspension of this request (the only
         // callback stage is a suspended handler's), which cancel_walk resolves directly. A slot
         // would cost two cancellation handlers (96 B) for each suspended request.
-        run_->start_pending(ctx_, exactly_allocated([self = shared_from_this()](std::exception_ptr e) {
-                                self->unpark(std::move(e));
-                            }));
+        try {
+            run_->start_pending(ctx_, exactly_allocated([self = shared_from_this()](std::exception_ptr e) {
+                                    self->unpark(std::move(e));
+                                }));
+        }
+        catch (...) { // bad_alloc: serve() goes on to answer 500, and is not parked
+            cancel_request_ = std::move(signal);
+            throw;
+        }
     }
 
     // A callback stage runs and serve() does not (see park).
