@@ -11,9 +11,12 @@
 // is a parameter and a cancellation is reported as such; http.hpp turns it into a 503.
 
 #include <plinth/detail/exact_allocator.hpp>
+#include <plinth/detail/held_waiters.hpp>
 #include <plinth/log.hpp>
 
+#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -21,6 +24,7 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/system_executor.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
@@ -66,18 +70,19 @@ struct cancellation {
 struct disconnection {};
 
 /// The shared state behind every copy of a handle. All state changes happen under `mutex_`;
-/// callbacks and timers run on `executor_` (the connection's strand), never under the lock.
+/// callbacks, the waiter and the timer run on `executor_` (the connection's strand), never under
+/// the lock.
 template <class Result>
-class suspension : public std::enable_shared_from_this<suspension<Result>> {
+class suspension : public std::enable_shared_from_this<suspension<Result>>, private held_waiter {
 public:
     using handle = basic_async_response<Result>;
     using outcome = std::variant<std::monostate, Result, std::exception_ptr, cancellation, disconnection>;
 
-    suspension(asio::any_io_executor executor, log_function log)
-        : executor_(std::move(executor)), log_(std::move(log)), wake_(executor_)
+    suspension(asio::any_io_executor executor, log_function log) : executor_(std::move(executor)), log_(std::move(log))
     {
-        wake_->expires_at(asio::steady_timer::time_point::max());
     }
+
+    ~suspension() { release(); } // a waiter that owned no reference to it (a unit test's)
 
     // -- the handle's operations (any thread) --
 
@@ -113,10 +118,10 @@ public:
         lock.unlock();
         // From another thread this runs later, maybe after a newer set_timeout ran inline on the
         // strand: only the newest generation may touch the timer.
-        asio::dispatch(executor, [self = this->shared_from_this(), deadline, generation, never = d <= d.zero()] {
+        asio::dispatch(executor, [self = this->shared_from_this(), executor, deadline, generation, never = d <= d.zero()] {
             {
                 std::lock_guard lock(self->mutex_);
-                if (generation != self->generation_ || !self->wake_) // no wake_: released
+                if (generation != self->generation_) // a newer one, or done (released included)
                     return;
             }
             if (never) {
@@ -125,7 +130,7 @@ public:
                 return;
             }
             if (!self->timer_)
-                self->timer_ = std::make_unique<asio::steady_timer>(self->wake_->get_executor());
+                self->timer_ = std::make_unique<asio::steady_timer>(executor);
             self->timer_->expires_at(deadline);
             self->timer_->async_wait(exactly_allocated([self, generation](boost::system::error_code ec) {
                 if (!ec)
@@ -184,30 +189,20 @@ public:
 
     /// Waits until the suspension is resolved and takes its outcome. A wait cancelled through
     /// per-operation cancellation (the client went away) resolves it as a disconnection.
-    asio::awaitable<outcome> wait()
-    {
-        if (!is_done())
-            co_await wake_->async_wait(asio::as_tuple(asio::use_awaitable));
-        co_return take_outcome();
-    }
+    asio::awaitable<outcome> wait() { co_return co_await async_wait(asio::use_awaitable); }
 
-    /// Calls `handler(outcome)` on the strand once the suspension is resolved (through a post if
-    /// it already is). A cancellation through the handler's slot (the client went away) resolves
-    /// it as a disconnection. Only the pending timer wait keeps the handler: a request suspended
-    /// this way holds no coroutine frame.
-    template <class Handler>
-    void async_wait(Handler handler)
+    /// Completes with the outcome (`void(outcome)`) once the suspension is resolved: through
+    /// `executor_` (the strand) and then the handler's own executor, never inside this call. A
+    /// cancellation through the handler's slot (the client went away) resolves it as a
+    /// disconnection. Only the handler is kept meanwhile, in an allocation of its own size: a
+    /// request suspended this way holds no coroutine frame, timer or pending operation. Like a
+    /// pending operation's, the handler keeps `io_context::run` from returning, and the
+    /// io_context's shutdown destroys it uncalled (see held_waiters). One wait at a time.
+    template <class CompletionToken>
+    auto async_wait(CompletionToken&& token)
     {
-        auto slot = asio::get_associated_cancellation_slot(handler);
-        auto take = [self = this->shared_from_this(), slot, handler = std::move(handler)](boost::system::error_code) mutable {
-            if (slot.is_connected())
-                slot.clear(); // the timer's cancellation handler must not outlive the wait
-            std::move(handler)(self->take_outcome());
-        };
-        if (is_done())
-            asio::post(wake_->get_executor(), [take = std::move(take)]() mutable { take({}); });
-        else
-            wake_->async_wait(asio::bind_cancellation_slot(slot, exactly_allocated(std::move(take))));
+        return asio::async_initiate<CompletionToken, void(outcome)>([this](auto handler) { start_wait(std::move(handler)); },
+                                                                    token);
     }
 
     /// The response was written (or writing failed with `error`): fire on_complete once, in
@@ -225,6 +220,7 @@ public:
     /// io_context, so a handle kept by the application stays safe.
     void release() noexcept
     {
+        detached d; // destroyed last: its handler may own this suspension
         asio::any_io_executor executor;
         {
             std::lock_guard lock(mutex_);
@@ -235,12 +231,120 @@ public:
             on_disconnect_.clear();
             on_complete_.clear();
             executor.swap(executor_);
+            detach_waiter(d);
         }
-        wake_.reset();
+        if (d.registry)
+            d.registry->remove(*this);
         timer_.reset();
+        clear_waiter_slot(); // before the handler that may own the slot's signal goes
     }
 
 private:
+    using waiter = asio::any_completion_handler<void(outcome)>;
+
+    // The io_context is being shut down with the waiter still held.
+    void drop_waiter() noexcept override { release(); }
+
+    template <class Handler>
+    void start_wait(Handler handler)
+    {
+        // The handler's slot is served here. Type-erased with it, the handler would get a
+        // cancellation state (an allocation) forwarding to a slot of its own.
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        auto wrapped = wrap_waiter(std::move(handler));
+        asio::any_io_executor executor;
+        {
+            std::lock_guard lock(mutex_);
+            if (!done_) {
+                hold(std::move(wrapped), slot);
+                return; // win() wakes it
+            }
+            executor = executor_;
+        }
+        // Resolved already (a handler may resume before its stage returned): nothing to keep.
+        if (executor)
+            asio::post(executor, [self = this->shared_from_this(), w = std::move(wrapped)]() mutable {
+                std::move(w)(self->take_outcome());
+            });
+    }
+
+    // Under mutex_: keeps the waiter, registered, with its slot served. Throws (bad_alloc) having
+    // changed nothing.
+    template <class Wrapped>
+    void hold(Wrapped wrapped, asio::cancellation_slot slot)
+    {
+        waiter w{exactly_allocated(std::move(wrapped))};
+        auto& registry = asio::use_service<held_waiters>(asio::query(executor_, asio::execution::context));
+        if (slot.is_connected())
+            slot.template emplace<waiter_cancellation>(this);
+        try {
+            registry.add(*this, executor_);
+        }
+        catch (...) {
+            if (slot.is_connected())
+                slot.clear();
+            throw;
+        }
+        registry_ = &registry;
+        waiter_slot_ = slot;
+        w.swap(waiter_); // (not operator=: Asio 1.81's wraps the handler in itself, forever)
+    }
+
+    // The waiter as kept: without the handler's slot (see start_wait), and dispatched to the
+    // handler's own executor if it has one (the strand is where it is called from).
+    template <class Handler>
+    static auto wrap_waiter(Handler handler)
+    {
+        if constexpr (std::is_same_v<asio::associated_executor_t<Handler, asio::system_executor>, asio::system_executor>)
+            return [h = std::move(handler)](outcome o) mutable { std::move(h)(std::move(o)); };
+        else
+            return [ex = asio::get_associated_executor(handler), h = std::move(handler)](outcome o) mutable {
+                asio::dispatch(ex, [h = std::move(h), o = std::move(o)]() mutable { std::move(h)(std::move(o)); });
+            };
+    }
+
+    // What a cancellation of the waiter's slot does: the client went away (or the server's grace
+    // ended), unless something else won first. win() then wakes the waiter.
+    struct waiter_cancellation {
+        suspension* self;
+        void operator()(asio::cancellation_type) const { self->resolve(disconnection{}); }
+    };
+
+    // Disconnects the waiter's slot too: its signal may be gone once the waiter ran.
+    void clear_waiter_slot() noexcept
+    {
+        if (waiter_slot_.is_connected()) {
+            waiter_slot_.clear();
+            waiter_slot_ = asio::cancellation_slot();
+        }
+    }
+
+    // The waiter and where it is registered, taken out (under mutex_) to be woken or dropped.
+    struct detached {
+        waiter handler;
+        held_waiters* registry = nullptr;
+    };
+    void detach_waiter(detached& d) noexcept // (swaps: see start_wait)
+    {
+        d.registry = std::exchange(registry_, nullptr);
+        d.handler.swap(waiter_);
+    }
+
+    // Hands `w` its outcome through `executor`, so never inside the call that resolved (a
+    // timeout handler's, a cancellation's). Its slot is cleared there,
+    // before the call: not here, where the slot's own cancellation handler may be running. It is
+    // unregistered once posted, so that the io_context always has work meanwhile.
+    void wake(const asio::any_io_executor& executor, waiter w, held_waiters* registry)
+    {
+        if (w && executor)
+            asio::post(executor, [self = this->shared_from_this(), w = std::move(w)]() mutable {
+                self->clear_waiter_slot();
+                std::move(w)(self->take_outcome());
+            });
+        if (registry)
+            registry->remove(*this);
+    }
+
     // The waiter's side once its wait ended: a wait that ended unresolved (cancelled: the client
     // went away) resolves as a disconnection.
     outcome take_outcome()
@@ -318,10 +422,11 @@ private:
         outcome_ = std::move(o);
         ++generation_; // disarms the timeout
         auto executor = executor_;
+        detached d;
+        detach_waiter(d);
         lock.unlock();
+        wake(executor, std::move(d.handler), d.registry);
         asio::dispatch(executor, [self = this->shared_from_this()] {
-            if (self->wake_)
-                self->wake_->cancel();
             if (self->timer_)
                 self->timer_->cancel();
         });
@@ -332,6 +437,7 @@ private:
         std::vector<std::function<void()>> on_disconnect;
         std::vector<std::function<void(std::exception_ptr)>> on_complete;
         asio::any_io_executor executor;
+        detached d;
         {
             std::lock_guard lock(mutex_);
             if (completed_)
@@ -345,9 +451,10 @@ private:
             on_complete.swap(on_complete_);
             // A handle may outlive the io_context: keep nothing that refers to it.
             executor.swap(executor_);
+            detach_waiter(d);
         }
-        // Release the timers now rather than at some deadline (Jersey #2861).
-        wake_.reset();
+        wake(executor, std::move(d.handler), d.registry); // only if a waiter is left, which the connection never does
+        // Release the timer now rather than at some deadline (Jersey #2861).
         timer_.reset();
         if (disconnected)
             for (auto& cb : on_disconnect)
@@ -394,8 +501,10 @@ private:
 
     asio::any_io_executor executor_; // guarded by mutex_; emptied at completion
     const log_function log_;
+    waiter waiter_;                      // guarded by mutex_; see async_wait
+    held_waiters* registry_ = nullptr;   // guarded by mutex_: set while waiter_ is held
+    asio::cancellation_slot waiter_slot_; // the waiter's; touched on the strand
     // Touched on the strand only; reset at completion.
-    std::optional<asio::steady_timer> wake_;
     std::unique_ptr<asio::steady_timer> timer_; // made by the first set_timeout: many never time out
 };
 

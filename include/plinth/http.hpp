@@ -340,7 +340,7 @@ inline void end_suspension(context& ctx, const suspension<response>& state, susp
 }
 
 /// `suspend` as a callback stage (what make_handler builds for a suspended handler): no
-/// coroutine waits, only the suspension's timer wait holds `done`. `done` always runs later, on
+/// coroutine waits, only the suspension's stored waiter holds `done`. `done` always runs later, on
 /// the strand, even when `setup` resolved or threw.
 template <class Setup>
 void suspend_then(context& ctx, Setup setup, stage_handler done)

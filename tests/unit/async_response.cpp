@@ -401,6 +401,84 @@ TEST_CASE("async_response: a fresh handle is suspended, not cancelled, not done"
     CHECK_FALSE(ar.is_suspended());
 }
 
+
+// The suspension keeps its waiter itself (no pending timer wait), so it must stand in for a
+// pending operation: outstanding work for run(), and destroyed uncalled by the shutdown.
+TEST_CASE("async_response: a waiter keeps io_context::run from returning, as a pending operation does, until a "
+          "resume from another thread wakes it",
+          "[async_response]")
+{
+    asio::io_context ioc;
+    auto ar = async_response::make(ioc.get_executor(), nullptr);
+    std::optional<outcome> got;
+    ar.state()->async_wait([&](outcome o) { got = std::move(o); });
+    ioc.poll();
+    CHECK_FALSE(ioc.stopped()); // an io_context with no work left stops in poll()
+    CHECK_FALSE(got.has_value());
+
+    std::thread resumer([ar]() mutable { ar.resume(plinth::text("woken")); });
+    ioc.run(); // returns only once the waiter ran: the posted wake-up is work before the waiter's is released
+    resumer.join();
+    REQUIRE(got.has_value());
+    REQUIRE(std::holds_alternative<plinth::response>(*got));
+    CHECK(std::get<plinth::response>(*got).body() == "woken");
+    CHECK(ioc.stopped());
+    ar.state()->complete(nullptr);
+}
+
+namespace {
+asio::awaitable<void> wait_owning(async_response ar, std::shared_ptr<int> /*owned*/, bool* called)
+{
+    co_await ar.state()->wait();
+    *called = true;
+}
+} // namespace
+
+TEST_CASE("async_response: destroying the io_context destroys a waiter uncalled and frees what it owned (the "
+          "suspension included); a handle kept after it answers false",
+          "[async_response]")
+{
+    std::optional<async_response> kept_callback, kept_coroutine;
+    std::weak_ptr<int> owned_by_callback, owned_by_coroutine;
+    std::weak_ptr<plinth::detail::suspension<plinth::response>> callback_state, coroutine_state;
+    bool callback_called = false, coroutine_called = false;
+    asio::cancellation_signal signal; // the coroutine's slot: served by the suspension while it waits
+    {
+        asio::io_context ioc;
+        // The callback owns its suspension, as a suspended handler's connection does: a cycle
+        // that only the io_context's shutdown can break.
+        auto a = async_response::make(ioc.get_executor(), nullptr);
+        auto token = std::make_shared<int>(1);
+        owned_by_callback = token;
+        callback_state = a.state();
+        a.state()->async_wait([state = a.state(), token, &callback_called](outcome) { callback_called = true; });
+        kept_callback = a;
+
+        auto b = async_response::make(ioc.get_executor(), nullptr);
+        auto other = std::make_shared<int>(2);
+        owned_by_coroutine = other;
+        coroutine_state = b.state();
+        asio::co_spawn(ioc, wait_owning(b, other, &coroutine_called),
+                       asio::bind_cancellation_slot(signal.slot(), asio::detached));
+        kept_coroutine = b;
+        ioc.poll();
+        CHECK_FALSE(ioc.stopped());
+    }
+    CHECK_FALSE(callback_called);
+    CHECK_FALSE(coroutine_called);
+    CHECK(owned_by_callback.expired());
+    CHECK(owned_by_coroutine.expired());
+    for (auto* kept : {&kept_callback, &kept_coroutine}) {
+        CHECK((*kept)->is_done());
+        CHECK_FALSE((*kept)->resume(plinth::text("too late")));
+        CHECK_FALSE((*kept)->cancel());
+        CHECK_FALSE((*kept)->set_timeout(1s));
+    }
+    kept_callback.reset();
+    kept_coroutine.reset();
+    CHECK(callback_state.expired());
+    CHECK(coroutine_state.expired());
+}
 TEST_CASE("async_response: is_suspended / is_cancelled / is_done follow the table after resume, timeout and cancel",
           "[async_response]")
 {
