@@ -165,9 +165,7 @@ private:
             if (core->stopping)
                 return; // the first call's grace runs
             core->stopping = true;
-            for (const auto& w : core->live)
-                if (auto c = w.lock())
-                    open.push_back(std::move(c));
+            open = core->live_connections();
         }
         asio::post(acceptor->get_executor(), [core, acceptor, grace] {
             beast::error_code ignored;

@@ -561,6 +561,33 @@ TEST_CASE("hardening: a connection that sends nothing is closed at header_timeou
     b.served("after the silent client was closed");
 }
 
+// The connections' deadlines share one timer (server_core::sweep): each must still be held to
+// its own, never to an earlier one's, and the timer must wake again for the later one.
+TEST_CASE("hardening: connections opened 200 ms apart are each closed at their own header_timeout, not at the "
+          "first one's",
+          "[hardening]")
+{
+    app a;
+    test_server srv{a.routes(), {.header_timeout = 400ms}};
+    const auto first_opened = steady_clock::now();
+    client first{srv.port()};
+    CHECK_FALSE(readable_within(first, 200ms)); // the pacing, and nothing is sent meanwhile
+    const auto second_opened = steady_clock::now();
+    client second{srv.port()};
+
+    CHECK(first.closed_by_server());
+    const auto first_took = since(first_opened);
+    CHECK(second.closed_by_server());
+    const auto second_took = since(second_opened);
+    INFO("closed " << first_took.count() << " and " << second_took.count() << " ms after they opened");
+    // The server's deadline runs from its accept, after the client's clock started: never less.
+    CHECK(first_took >= 400ms);
+    CHECK(second_took >= 400ms);
+    CHECK(first_took < 2s);
+    CHECK(second_took < 2s);
+    CHECK(becomes([&] { return srv.server().stats().timeouts == 2; }));
+}
+
 TEST_CASE("hardening: a body that stops short gets 408 at body_timeout and the connection closes", "[hardening]")
 {
     app a;

@@ -44,7 +44,7 @@
 #include <charconv>
 #include <cstring>
 #include <exception>
-#include <list>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -81,7 +81,7 @@ struct server_core : std::enable_shared_from_this<server_core> {
     std::atomic<std::uint64_t> timeouts{0};
 
     std::mutex mutex; // guards what follows
-    std::list<std::weak_ptr<connection>> live;
+    connection* live = nullptr; // the open connections, linked through themselves
     // Stop began. Written under `mutex`; atomic so that a connection deciding on keep-alive can
     // read it without the lock, before its own request_stop() has reached its strand.
     std::atomic<bool> stopping{false};
@@ -125,11 +125,84 @@ struct server_core : std::enable_shared_from_this<server_core> {
                 self->complete_stop_waiter(std::move(w));
             if (self->grace) // no longer needed: it must not keep io_context::run busy
                 self->grace->cancel();
+            self->stop_sweeping();
         });
     }
 
     // Like any Asio operation's: through the server's executor, then the waiter's own if it has one.
     void complete_stop_waiter(asio::any_completion_handler<void()> w) { asio::post(executor, std::move(w)); }
+
+    // The connections open now (but not those being destroyed). Under `mutex`.
+    std::vector<std::shared_ptr<connection>> live_connections() const;
+
+    // -- connection deadlines --
+    //
+    // One timer for all the connections (on `executor`) rather than one each: a timer and its
+    // pending wait cost a connection over 300 B for as long as it lives, a suspended request's
+    // included. A connection publishes its deadline (connection::arm); the sweep wakes when the
+    // earliest one is due, scans the connections, and posts each one whose deadline passed to
+    // its strand. The scan is O(connections); wake-ups 5 ms apart or less are merged into one.
+
+    using clock = asio::steady_timer::clock_type;
+    static constexpr clock::rep no_deadline = std::numeric_limits<clock::rep>::max();
+    static constexpr clock::rep sweeping = std::numeric_limits<clock::rep>::min(); // see next_sweep
+    static constexpr clock::duration sweep_resolution = std::chrono::milliseconds(5);
+
+    // A connection's deadline is now `t`; it stored it before the call (seq_cst: see sweep).
+    void deadline_moved(clock::rep t)
+    {
+        auto at = next_sweep.load();
+        if (at == sweeping) { // the scan in progress may have passed this connection already
+            for (auto m = armed_while_sweeping.load(); t < m && !armed_while_sweeping.compare_exchange_weak(m, t);) {
+            }
+            if ((at = next_sweep.load()) == sweeping)
+                return; // the sweep takes `t` into account after its scan
+        }
+        if (t < at && lower_next_sweep(t))
+            asio::post(executor, [self = shared_from_this()] { self->schedule_sweep(); });
+    }
+
+    void sweep(); // on `executor`, when the sweep timer fires
+
+    // On `executor`: (re)arms the sweep timer for `next_sweep`.
+    void schedule_sweep()
+    {
+        const auto at = next_sweep.load();
+        if (at == no_deadline || at == sweep_at)
+            return;
+        if (!sweeper)
+            sweeper.emplace(executor);
+        sweep_at = at;
+        sweeper->expires_at(clock::time_point(clock::duration(at))); // cancels an earlier wait
+        sweeper->async_wait([self = shared_from_this()](beast::error_code ec) {
+            if (!ec)
+                self->sweep();
+        });
+    }
+
+    // On `executor`, once every connection is gone: the sweep timer must not keep run() busy.
+    void stop_sweeping()
+    {
+        next_sweep.store(no_deadline);
+        sweep_at = no_deadline;
+        if (sweeper)
+            sweeper->cancel();
+    }
+
+    bool lower_next_sweep(clock::rep t)
+    {
+        for (auto at = next_sweep.load(); t < at;)
+            if (next_sweep.compare_exchange_weak(at, t))
+                return true;
+        return false;
+    }
+
+    // When the sweep timer fires next (no_deadline: it does not wait); `sweeping` while a scan is
+    // in progress, when a deadline published meanwhile goes to `armed_while_sweeping` instead.
+    std::atomic<clock::rep> next_sweep{no_deadline};
+    std::atomic<clock::rep> armed_while_sweeping{no_deadline};
+    std::optional<asio::steady_timer> sweeper; // on `executor`
+    clock::rep sweep_at = no_deadline;         // ...and what it waits for (on `executor`)
 };
 
 /// A one-line description of an exception, for the log only.
@@ -315,7 +388,7 @@ inline asio::awaitable<void> refuse(std::shared_ptr<server_core> core, asio::ip:
 class connection : public std::enable_shared_from_this<connection>, private exchange_owner {
 public:
     connection(std::shared_ptr<server_core> core, asio::ip::tcp::socket socket)
-        : core_(std::move(core)), socket_(std::move(socket)), deadline_(socket_.get_executor())
+        : core_(std::move(core)), socket_(std::move(socket))
         // Bounded, so that what no parser limit covers (chunk extensions, trailers) cannot
         // grow it: Beast then fails the read with buffer_overflow, answered 400.
         , buffer_(std::max<std::size_t>(core_->options.max_header_bytes, core_->options.max_read_ahead_bytes) + 64 * 1024)
@@ -335,8 +408,11 @@ public:
                 (*s)->finish(close_reason::server_stopping, false);
         {
             std::lock_guard lock(core_->mutex);
-            if (registered_)
-                core_->live.erase(self_in_live_);
+            if (registered_) {
+                (live_prev_ ? live_prev_->live_next_ : core_->live) = live_next_;
+                if (live_next_)
+                    live_next_->live_prev_ = live_prev_;
+            }
         }
         --core_->open_connections;
         core_->check_stopped();
@@ -361,7 +437,9 @@ public:
             std::lock_guard lock(core_->mutex);
             if (core_->stopping)
                 return; // the server stopped between accept and now: just close
-            self_in_live_ = core_->live.insert(core_->live.end(), weak_from_this());
+            live_next_ = std::exchange(core_->live, this);
+            if (live_next_)
+                live_next_->live_prev_ = this;
             registered_ = true;
         }
         spawn();
@@ -872,56 +950,52 @@ private:
 
     // -- the connection's deadline --
     //
-    // One timer per connection, armed lazily: a phase sets `expiry_`; the timer is only moved
-    // when the new expiry is earlier than the one it waits for. When it fires before `expiry_`
-    // (the phase changed meanwhile) it waits again. When the deadline passes, the pending read
-    // or write is cancelled and `timed_out_` tells serve() why.
+    // A phase publishes its deadline in `expiry_`, which the server's sweep reads (see
+    // server_core::sweep): no timer of its own, and nothing but a clock read and an atomic store
+    // per phase. When the deadline passes, the sweep posts deadline_passed to this strand, the
+    // pending read or write is cancelled and `timed_out_` tells serve() why.
 
     void arm(phase p, std::chrono::milliseconds d)
     {
         phase_ = p;
         timed_out_ = false;
-        if (d <= d.zero()) {
-            expiry_ = asio::steady_timer::time_point::max();
-            return; // a pending wait finds no expiry and stops
-        }
-        expiry_ = asio::steady_timer::clock_type::now() + d;
-        if (!deadline_pending_ || expiry_ < deadline_.expiry()) {
-            deadline_.expires_at(expiry_); // cancels a pending wait, whose handler then returns
-            wait_deadline();
-        }
+        if (d <= d.zero())
+            expiry_.store(server_core::no_deadline, std::memory_order_relaxed); // the sweep skips it
+        else
+            set_expiry(server_core::clock::now() + d);
     }
 
-    void wait_deadline()
+    void set_expiry(server_core::clock::time_point t)
     {
-        deadline_pending_ = true;
-        // Made rarely (the wait outlives many requests: see arm), and it may be held by thousands
-        // of suspended requests, so exactly allocated.
-        deadline_.async_wait(exactly_allocated([self = shared_from_this()](beast::error_code ec) {
-            if (ec == asio::error::operation_aborted)
-                return; // moved or closed: a newer wait (if any) owns deadline_pending_
-            self->on_deadline();
-        }));
+        const auto r = t.time_since_epoch().count();
+        expiry_.store(r); // seq_cst, before deadline_moved reads the sweep's state
+        core_->deadline_moved(r);
     }
 
+public:
+    // Marks a deadline the sweep found passed and posted (see on_deadline).
+    static constexpr server_core::clock::rep deadline_fired = server_core::sweeping + 1;
+
+    // From the sweep: this connection's deadline passed.
+    void deadline_passed()
+    {
+        asio::post(socket_.get_executor(), [self = shared_from_this()] { self->on_deadline(); });
+    }
+
+private:
     void on_deadline()
     {
-        deadline_pending_ = false;
-        if (closed_ || expiry_ == asio::steady_timer::time_point::max())
-            return;
-        if (asio::steady_timer::clock_type::now() < expiry_) {
-            deadline_.expires_at(expiry_);
-            return wait_deadline();
-        }
+        const auto e = expiry_.load(std::memory_order_relaxed);
+        if (closed_ || e == server_core::no_deadline || server_core::clock::now().time_since_epoch().count() < e)
+            return; // a phase began meanwhile, with its own deadline (or none)
         if (phase_ == phase::write && watch_progress_ && !cutting_short()) {
             const auto unsent = unsent_bytes();
             if (unsent >= 0 && unsent < unsent_) { // a stream's client reads, slowly: not stuck
                 unsent_ = unsent;
-                expiry_ = asio::steady_timer::clock_type::now() + write_deadline();
-                deadline_.expires_at(expiry_);
-                return wait_deadline();
+                return set_expiry(server_core::clock::now() + write_deadline());
             }
         }
+        expiry_.store(server_core::no_deadline, std::memory_order_relaxed);
         timed_out_ = true;
         // Shut down as well as cancel: a read or write that completed just before this handler
         // ran would otherwise start its next step with no deadline. A read phase keeps the send
@@ -1363,7 +1437,7 @@ private:
     void close()
     {
         closed_ = true;
-        deadline_.cancel();
+        expiry_.store(server_core::no_deadline, std::memory_order_relaxed);
         beast::error_code ignored;
         socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
         socket_.close(ignored);
@@ -1371,8 +1445,7 @@ private:
 
     std::shared_ptr<server_core> core_;
     asio::ip::tcp::socket socket_;
-    asio::steady_timer deadline_; // see arm()
-    asio::steady_timer::time_point expiry_ = asio::steady_timer::time_point::max();
+    std::atomic<server_core::clock::rep> expiry_{server_core::no_deadline}; // see arm()
     beast::flat_buffer buffer_;
     std::string head_; // the response head being written; see serialize_head
     std::string out_;  // answers held back while a pipelined batch is parsed; see deferrable
@@ -1397,7 +1470,6 @@ private:
     std::vector<stream_state::entry> batch_;    // what a stream is writing
     beast::error_code disconnect_error_;
     phase phase_ = phase::header;
-    bool deadline_pending_ = false;   // deadline_ has a wait in flight
     bool timed_out_ = false;          // the current phase's deadline passed
     bool stopping_ = false;           // the server is stopping: finish the current request, then close
     bool hard_stop_ = false;          // the shutdown's grace ran out
@@ -1409,7 +1481,9 @@ private:
     bool registered_ = false;
     bool watch_progress_ = false;     // a stream's write: a shrinking kernel queue is progress
     std::int64_t unsent_ = -1;        // ...and this was its size
-    std::list<std::weak_ptr<connection>>::iterator self_in_live_;
+    connection* live_prev_ = nullptr; // in server_core::live, under its mutex
+    connection* live_next_ = nullptr;
+    friend struct server_core;
 };
 
 inline void server_core::arm_grace(const asio::any_io_executor& strand, std::chrono::milliseconds d)
@@ -1426,13 +1500,49 @@ inline void server_core::arm_grace(const asio::any_io_executor& strand, std::chr
         std::vector<std::shared_ptr<connection>> open;
         {
             std::lock_guard lock(self->mutex);
-            for (const auto& w : self->live)
-                if (auto c = w.lock())
-                    open.push_back(std::move(c));
+            open = self->live_connections();
         }
         for (const auto& c : open)
             c->stop_now();
     });
+}
+
+inline std::vector<std::shared_ptr<connection>> server_core::live_connections() const
+{
+    std::vector<std::shared_ptr<connection>> open;
+    for (auto* c = live; c; c = c->live_next_)
+        if (auto p = c->weak_from_this().lock()) // not when its destructor waits for the lock
+            open.push_back(std::move(p));
+    return open;
+}
+
+inline void server_core::sweep()
+{
+    sweep_at = no_deadline; // the timer fired: it waits for nothing now
+    // Published before the scan, which reads each deadline after this (both seq_cst): a
+    // deadline that the scan misses was published after, and its connection saw `sweeping`.
+    next_sweep.store(sweeping);
+    const auto now = clock::now().time_since_epoch().count();
+    auto next = no_deadline;
+    std::vector<std::shared_ptr<connection>> due;
+    {
+        std::lock_guard lock(mutex);
+        for (auto* c = live; c; c = c->live_next_) {
+            auto e = c->expiry_.load();
+            if (e > now)
+                next = std::min(next, e);
+            else if (e != connection::deadline_fired && c->expiry_.compare_exchange_strong(e, connection::deadline_fired))
+                if (auto p = c->weak_from_this().lock())
+                    due.push_back(std::move(p));
+        }
+    }
+    const auto soonest = now + std::chrono::duration_cast<clock::duration>(sweep_resolution).count();
+    next_sweep.store(next == no_deadline ? next : std::max(next, soonest));
+    if (const auto late = armed_while_sweeping.exchange(no_deadline); late != no_deadline)
+        lower_next_sweep(std::max(late, soonest));
+    schedule_sweep();
+    for (const auto& c : due)
+        c->deadline_passed();
 }
 
 } // namespace plinth::detail
