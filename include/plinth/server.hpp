@@ -190,7 +190,8 @@ private:
             // One strand per connection, unless one thread runs everything anyway.
             const asio::any_io_executor ex = core->options.single_threaded ? asio::any_io_executor(ioc.get_executor())
                                                                             : asio::any_io_executor(asio::make_strand(ioc));
-            auto [ec, socket] = co_await acceptor->async_accept(ex, asio::as_tuple(asio::use_awaitable));
+            // The socket's executor is the io_context's: see detail::tcp_socket.
+            auto [ec, socket] = co_await acceptor->async_accept(ioc.get_executor(), asio::as_tuple(asio::use_awaitable));
             if (!acceptor->is_open())
                 co_return;
             if (ec) {
@@ -207,11 +208,10 @@ private:
             socket.set_option(asio::ip::tcp::no_delay(true), ignored);
             if (core->open_connections.load() >= core->options.max_connections) {
                 ++core->refused;
-                auto ex = socket.get_executor();
                 asio::co_spawn(ex, detail::refuse(core, std::move(socket)), asio::detached);
                 continue;
             }
-            std::make_shared<detail::connection>(core, std::move(socket))->start();
+            std::make_shared<detail::connection>(core, std::move(socket), ex)->start();
         }
     }
 

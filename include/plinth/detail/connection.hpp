@@ -18,6 +18,7 @@
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -55,6 +56,12 @@
 namespace plinth::detail {
 
 class connection;
+
+/// A connection's socket. Its executor is the io_context's, not the connection's strand: an
+/// operation on it then keeps no executor of its own (an any_io_executor costs an operation
+/// 112 B, and the socket 48), and a handler that must run on the strand carries it (a
+/// coroutine's does; see connection::on_strand).
+using tcp_socket = asio::basic_stream_socket<asio::ip::tcp, asio::io_context::executor_type>;
 
 /// What a server shares with its connections; they keep it alive until the last one is gone.
 struct server_core : std::enable_shared_from_this<server_core> {
@@ -340,16 +347,16 @@ inline void write_head(std::string& out, response& res, unsigned version, bool k
 /// Closing a socket with unread bytes makes the kernel send a reset, which can destroy a
 /// response before the client reads it: stop sending, then drain for up to a second (nginx's
 /// lingering close). The caller closes the socket.
-inline asio::awaitable<void> linger(asio::ip::tcp::socket& socket)
+inline asio::awaitable<void> linger(tcp_socket& socket)
 {
     beast::error_code ec;
     socket.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
     if (ec)
         co_return;
-    // The timer's handler and this coroutine share the socket's strand; `done` tells a handler
+    // The timer's handler and this coroutine share the coroutine's strand; `done` tells a handler
     // that expired just as the drain ended not to touch a socket that may be gone.
     auto done = std::make_shared<bool>(false);
-    asio::steady_timer limit{socket.get_executor(), std::chrono::seconds(1)};
+    asio::steady_timer limit{co_await asio::this_coro::executor, std::chrono::seconds(1)};
     limit.async_wait([&socket, done](beast::error_code e) {
         if (!e && !*done) { // shut down too: a read that completed just before would start another
             socket.shutdown(asio::ip::tcp::socket::shutdown_receive, e);
@@ -368,7 +375,7 @@ inline asio::awaitable<void> linger(asio::ip::tcp::socket& socket)
 
 /// Answers a connection beyond `max_connections` 503 and closes it, at the cost of a socket and
 /// a coroutine for at most a second: the connections already accepted are not disturbed.
-inline asio::awaitable<void> refuse(std::shared_ptr<server_core> core, asio::ip::tcp::socket socket)
+inline asio::awaitable<void> refuse(std::shared_ptr<server_core> core, tcp_socket socket)
 {
     response res = text("Service Unavailable", http::status::service_unavailable);
     res.set(http::field::server, core->options.server_name);
@@ -387,12 +394,14 @@ inline asio::awaitable<void> refuse(std::shared_ptr<server_core> core, asio::ip:
 
 class connection : public std::enable_shared_from_this<connection>, private exchange_owner {
 public:
-    connection(std::shared_ptr<server_core> core, asio::ip::tcp::socket socket)
+    /// A connection over `socket` whose handlers run on `strand`.
+    connection(std::shared_ptr<server_core> core, tcp_socket socket, asio::any_io_executor strand)
         : core_(std::move(core)), socket_(std::move(socket))
         // Bounded, so that what no parser limit covers (chunk extensions, trailers) cannot
         // grow it: Beast then fails the read with buffer_overflow, answered 400.
         , buffer_(std::max<std::size_t>(core_->options.max_header_bytes, core_->options.max_read_ahead_bytes) + 64 * 1024)
     {
+        exchange_.executor = std::move(strand); // before the connection is shared: read without a lock
         ++core_->open_connections;
     }
 
@@ -430,7 +439,6 @@ public:
             core_->log(log_level::warning, "a connection could not be made non-blocking: " + ec.message());
             return; // closed with the connection
         }
-        exchange_.executor = socket_.get_executor();
         exchange_.owner = this;
         exchange_.policy = &core_->policy;
         {
@@ -449,7 +457,7 @@ public:
     /// carries `Connection: close`). Thread-safe.
     void request_stop()
     {
-        asio::post(socket_.get_executor(), [self = shared_from_this()] {
+        asio::post(strand(), [self = shared_from_this()] {
             self->stopping_ = true;
             beast::error_code ignored;
             if (self->phase_ == phase::idle)
@@ -465,7 +473,7 @@ public:
     /// Retry-After, a request still being read is dropped. Thread-safe.
     void stop_now()
     {
-        asio::post(socket_.get_executor(), [self = shared_from_this()] {
+        asio::post(strand(), [self = shared_from_this()] {
             self->stopping_ = true;
             self->hard_stop_ = true;
             const auto retry_after = self->core_->options.shutdown_retry_after;
@@ -506,7 +514,7 @@ private:
     {
         auto signal = std::make_shared<asio::cancellation_signal>();
         cancel_request_ = signal;
-        asio::co_spawn(socket_.get_executor(), serve(),
+        asio::co_spawn(strand(), serve(),
                        asio::bind_cancellation_slot(signal->slot(), [signal, self = shared_from_this()](std::exception_ptr e) {
                            if (e)
                                self->core_->log(log_level::error, "connection ended by an exception: " + describe(e));
@@ -979,7 +987,7 @@ public:
     // From the sweep: this connection's deadline passed.
     void deadline_passed()
     {
-        asio::post(socket_.get_executor(), [self = shared_from_this()] { self->on_deadline(); });
+        asio::post(strand(), [self = shared_from_this()] { self->on_deadline(); });
     }
 
 private:
@@ -1060,9 +1068,10 @@ private:
             self->on_read_ahead(ec, n);
         };
         if (parked()) // it may wait for minutes (an awaitable stage's rarely does)
-            socket_.async_wait(asio::socket_base::wait_read, exactly_allocated(std::move(on_readable)));
+            on_strand(exactly_allocated(std::move(on_readable)),
+                      [this](auto h) { socket_.async_wait(asio::socket_base::wait_read, std::move(h)); });
         else
-            socket_.async_wait(asio::socket_base::wait_read, std::move(on_readable));
+            on_strand(std::move(on_readable), [this](auto h) { socket_.async_wait(asio::socket_base::wait_read, std::move(h)); });
     }
 
     // Reads what the kernel holds for the connection, up to the read-ahead limit, without
@@ -1117,7 +1126,7 @@ private:
     wait_for_nudge(asio::steady_timer::time_point until = asio::steady_timer::time_point::max())
     {
         if (!nudge_)
-            nudge_ = std::make_unique<asio::steady_timer>(socket_.get_executor());
+            nudge_ = std::make_unique<asio::steady_timer>(strand());
         nudge_->expires_at(until);
         return nudge_->async_wait(asio::as_tuple(asio::use_awaitable));
     }
@@ -1143,19 +1152,34 @@ private:
         return data.find("\r\n\r\n") != std::string_view::npos;
     }
 
+    // Starts `initiate(handler)`, an operation on socket_ (whose executor is the io_context's),
+    // with `handler` bound to the strand unless the connection has none (single-threaded).
+    template <class Handler, class Initiate>
+    void on_strand(Handler handler, Initiate initiate)
+    {
+        if (core_->options.single_threaded)
+            initiate(std::move(handler));
+        else
+            initiate(asio::bind_executor(strand(), std::move(handler)));
+    }
+
+    // The connection's strand (the io_context's executor when single-threaded): where serve(),
+    // the handlers of its operations and the callbacks of its requests run.
+    const asio::any_io_executor& strand() const noexcept { return exchange_.executor; }
+
     // Starts writing the held answers; on the strand, while the chain waits.
     void start_flush()
     {
         if (out_.empty() || flushing_)
             return;
         flushing_ = true;
-        asio::async_write(socket_, asio::buffer(out_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+        on_strand([self = shared_from_this()](beast::error_code ec, std::size_t) {
             self->flushing_ = false;
             self->out_.clear();
             if (ec)
                 self->flush_error_ = ec;
             self->nudge(); // serve() may be waiting for this write
-        });
+        }, [this](auto h) { asio::async_write(socket_, asio::buffer(out_), std::move(h)); });
     }
 
     // Writes the held answers now; false when that failed.
@@ -1222,7 +1246,7 @@ private:
         ++core_->policy.stats.streams;
         st->attach([weak = weak_from_this(), ws = std::weak_ptr<stream_state>(st)](bool abort) {
             if (auto self = weak.lock())
-                asio::post(self->socket_.get_executor(), [self, ws, abort] { self->on_stream_wake(ws, abort); });
+                asio::post(self->strand(), [self, ws, abort] { self->on_stream_wake(ws, abort); });
         });
         watch_for_disconnect();
 
@@ -1444,7 +1468,7 @@ private:
     }
 
     std::shared_ptr<server_core> core_;
-    asio::ip::tcp::socket socket_;
+    tcp_socket socket_;
     std::atomic<server_core::clock::rep> expiry_{server_core::no_deadline}; // see arm()
     beast::flat_buffer buffer_;
     std::string head_; // the response head being written; see serialize_head
