@@ -245,7 +245,7 @@ struct execution {
     list walk;
     std::size_t head = 0;
     std::list<interceptor_type> owned;   // interceptors enqueued by value; std::list keeps addresses
-    std::optional<chain_error> error;
+    std::unique_ptr<chain_error> error; // boxed: rare, and every request in flight carries the pointer
     bool leaving = false;
 
     // Where the walk is: the next enter stage, the leave stage of the next interceptor on the
@@ -275,7 +275,7 @@ struct execution {
         auto& link = static_cast<chain_context<Context>&>(ctx);
         link.execution_ = outer;
         if (error)
-            link.unhandled_ = std::make_shared<const chain_error>(std::move(*error));
+            link.unhandled_ = std::move(error);
     }
 
     // Runs stages until the walk is over (false) or reaches an asynchronous stage (true: call
@@ -407,7 +407,7 @@ struct execution {
             next.suppressed = std::move(error->suppressed);
             next.suppressed.push_back(std::move(error->exception));
         }
-        error = std::move(next);
+        error = std::make_unique<chain_error>(std::move(next));
     }
 };
 
@@ -493,7 +493,7 @@ template <class Context>
 const chain_error* chain_context<Context>::error() const noexcept
 {
     if (execution_)
-        return execution_->error ? &*execution_->error : nullptr;
+        return execution_->error.get();
     return unhandled_.get();
 }
 
