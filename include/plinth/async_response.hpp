@@ -197,7 +197,8 @@ public:
     /// disconnection. Only the handler is kept meanwhile, in an allocation of its own size: a
     /// request suspended this way holds no coroutine frame, timer or pending operation. Like a
     /// pending operation's, the handler keeps `io_context::run` from returning, and the
-    /// io_context's shutdown destroys it uncalled (see held_waiters). One wait at a time.
+    /// io_context's shutdown destroys it uncalled (see held_waiters). One wait at a time: a second
+    /// one while the first is pending throws `std::logic_error`.
     template <class CompletionToken>
     auto async_wait(CompletionToken&& token)
     {
@@ -236,7 +237,10 @@ public:
         if (d.registry)
             d.registry->remove(*this);
         timer_.reset();
-        clear_waiter_slot(); // before the handler that may own the slot's signal goes
+        // Forgotten, not cleared: a waiter destroyed uncalled leaves its slot to its owner, whose
+        // signal may be gone already (as an Asio operation's would). Its cancellation handler
+        // holds a weak reference only.
+        waiter_slot_ = asio::cancellation_slot();
     }
 
 private:
@@ -256,6 +260,8 @@ private:
         {
             std::lock_guard lock(mutex_);
             if (!done_) {
+                if (waiter_)
+                    throw std::logic_error("plinth: a suspension is waited on once at a time");
                 hold(std::move(wrapped), slot);
                 return; // win() wakes it
             }
@@ -276,7 +282,7 @@ private:
         waiter w{exactly_allocated(std::move(wrapped))};
         auto& registry = asio::use_service<held_waiters>(asio::query(executor_, asio::execution::context));
         if (slot.is_connected())
-            slot.template emplace<waiter_cancellation>(this);
+            slot.template emplace<waiter_cancellation>(this->weak_from_this());
         try {
             registry.add(*this, executor_);
         }
@@ -306,11 +312,16 @@ private:
     // What a cancellation of the waiter's slot does: the client went away (or the server's grace
     // ended), unless something else won first. win() then wakes the waiter.
     struct waiter_cancellation {
-        suspension* self;
-        void operator()(asio::cancellation_type) const { self->resolve(disconnection{}); }
+        std::weak_ptr<suspension> self;
+        void operator()(asio::cancellation_type) const
+        {
+            if (auto s = self.lock())
+                s->resolve(disconnection{});
+        }
     };
 
-    // Disconnects the waiter's slot too: its signal may be gone once the waiter ran.
+    // Before the waiter runs (its signal is alive until then); disconnected too, as the signal
+    // may be gone afterwards.
     void clear_waiter_slot() noexcept
     {
         if (waiter_slot_.is_connected()) {

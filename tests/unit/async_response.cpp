@@ -442,9 +442,11 @@ TEST_CASE("async_response: destroying the io_context destroys a waiter uncalled 
     std::weak_ptr<int> owned_by_callback, owned_by_coroutine;
     std::weak_ptr<plinth::detail::suspension<plinth::response>> callback_state, coroutine_state;
     bool callback_called = false, coroutine_called = false;
-    asio::cancellation_signal signal; // the coroutine's slot: served by the suspension while it waits
     {
         asio::io_context ioc;
+        // The coroutine's slot, served by the suspension while it waits. Gone before the
+        // io_context (declared after it), as is usual: the shutdown must not touch it.
+        asio::cancellation_signal signal;
         // The callback owns its suspension, as a suspended handler's connection does: a cycle
         // that only the io_context's shutdown can break.
         auto a = async_response::make(ioc.get_executor(), nullptr);
@@ -478,6 +480,42 @@ TEST_CASE("async_response: destroying the io_context destroys a waiter uncalled 
     kept_coroutine.reset();
     CHECK(callback_state.expired());
     CHECK(coroutine_state.expired());
+}
+
+TEST_CASE("async_response: a waiter woken but not yet run when its io_context goes is destroyed uncalled, and its "
+          "slot (gone with it) is not touched when the kept handle goes",
+          "[async_response]")
+{
+    std::optional<async_response> kept;
+    bool called = false;
+    {
+        asio::io_context ioc;
+        asio::cancellation_signal signal; // destroyed before the io_context
+        auto ar = async_response::make(ioc.get_executor(), nullptr);
+        asio::co_spawn(ioc, wait_owning(ar, nullptr, &called), asio::bind_cancellation_slot(signal.slot(), asio::detached));
+        ioc.poll(); // waiting
+        CHECK(ar.resume(plinth::text("never delivered"))); // the wake-up is posted, never run
+        kept = ar;
+    }
+    CHECK_FALSE(called);
+    CHECK(kept->is_done());
+    CHECK_FALSE(kept->resume(plinth::text("too late")));
+    kept.reset(); // the suspension goes here: under ASan, a slot cleared now would be a use after free
+}
+
+TEST_CASE("async_response: a second wait while one is pending throws std::logic_error and leaves the first waiting",
+          "[async_response]")
+{
+    asio::io_context ioc;
+    auto ar = async_response::make(ioc.get_executor(), nullptr);
+    int first = 0, second = 0;
+    ar.state()->async_wait([&](outcome) { ++first; });
+    CHECK_THROWS_AS(ar.state()->async_wait([&](outcome) { ++second; }), std::logic_error);
+    CHECK(ar.resume(plinth::text("once")));
+    ioc.run();
+    CHECK(first == 1);
+    CHECK(second == 0);
+    ar.state()->complete(nullptr);
 }
 TEST_CASE("async_response: is_suspended / is_cancelled / is_done follow the table after resume, timeout and cancel",
           "[async_response]")

@@ -48,6 +48,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
@@ -1547,26 +1548,33 @@ inline void server_core::sweep()
     // deadline that the scan misses was published after, and its connection saw `sweeping`.
     next_sweep.store(sweeping);
     const auto now = clock::now().time_since_epoch().count();
+    const auto soonest = now + std::chrono::duration_cast<clock::duration>(sweep_resolution).count();
     auto next = no_deadline;
-    std::vector<std::shared_ptr<connection>> due;
-    {
+    // Weak references under the lock: a connection released here would take the lock itself.
+    std::vector<std::weak_ptr<connection>> due;
+    try {
         std::lock_guard lock(mutex);
         for (auto* c = live; c; c = c->live_next_) {
             auto e = c->expiry_.load();
             if (e > now)
                 next = std::min(next, e);
-            else if (e != connection::deadline_fired && c->expiry_.compare_exchange_strong(e, connection::deadline_fired))
-                if (auto p = c->weak_from_this().lock())
-                    due.push_back(std::move(p));
+            else if (e != connection::deadline_fired) {
+                due.push_back(c->weak_from_this()); // (before the mark: it may throw)
+                if (!c->expiry_.compare_exchange_strong(e, connection::deadline_fired))
+                    due.pop_back(); // it moved meanwhile
+            }
         }
     }
-    const auto soonest = now + std::chrono::duration_cast<clock::duration>(sweep_resolution).count();
+    catch (const std::bad_alloc&) { // what was not marked is seen again at the next sweep, soon
+        next = soonest;
+    }
     next_sweep.store(next == no_deadline ? next : std::max(next, soonest));
     if (const auto late = armed_while_sweeping.exchange(no_deadline); late != no_deadline)
         lower_next_sweep(std::max(late, soonest));
     schedule_sweep();
-    for (const auto& c : due)
-        c->deadline_passed();
+    for (const auto& w : due)
+        if (auto c = w.lock())
+            c->deadline_passed();
 }
 
 } // namespace plinth::detail
