@@ -1174,13 +1174,16 @@ private:
         if (out_.empty() || flushing_)
             return;
         flushing_ = true;
-        on_strand([self = shared_from_this()](beast::error_code ec, std::size_t) {
-            self->flushing_ = false;
-            self->out_.clear();
-            if (ec)
-                self->flush_error_ = ec;
-            self->nudge(); // serve() may be waiting for this write
-        }, [this](auto h) { asio::async_write(socket_, asio::buffer(out_), std::move(h)); });
+        // Bound to the strand even when single-threaded: one instantiation of async_write's
+        // composed operation rather than two (compile time), for a write that rarely happens.
+        asio::async_write(socket_, asio::buffer(out_),
+                          asio::bind_executor(strand(), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                              self->flushing_ = false;
+                              self->out_.clear();
+                              if (ec)
+                                  self->flush_error_ = ec;
+                              self->nudge(); // serve() may be waiting for this write
+                          }));
     }
 
     // Writes the held answers now; false when that failed.
