@@ -312,6 +312,8 @@ private:
     // What a cancellation of the waiter's slot does: the client went away (or the server's grace
     // ended), unless something else won first. win() then wakes the waiter.
     struct waiter_cancellation {
+        // (A constructor: clang 14 has no parenthesized aggregate initialization, which emplace uses.)
+        explicit waiter_cancellation(std::weak_ptr<suspension> s) noexcept : self(std::move(s)) {}
         std::weak_ptr<suspension> self;
         void operator()(asio::cancellation_type) const
         {
@@ -342,9 +344,9 @@ private:
     }
 
     // Hands `w` its outcome through `executor`, so never inside the call that resolved (a
-    // timeout handler's, a cancellation's). Its slot is cleared there,
-    // before the call: not here, where the slot's own cancellation handler may be running. It is
-    // unregistered once posted, so that the io_context always has work meanwhile.
+    // timeout handler's, a cancellation's). Its slot is cleared there, before the call: not here,
+    // where the slot's own cancellation handler may be running. It is unregistered once posted,
+    // so that the io_context always has work meanwhile.
     void wake(const asio::any_io_executor& executor, waiter w, held_waiters* registry)
     {
         if (w && executor)

@@ -981,7 +981,6 @@ private:
         core_->deadline_moved(r);
     }
 
-public:
     // Marks a deadline the sweep found passed and posted (see on_deadline).
     static constexpr server_core::clock::rep deadline_fired = server_core::sweeping + 1;
 
@@ -991,7 +990,6 @@ public:
         asio::post(strand(), [self = shared_from_this()] { self->on_deadline(); });
     }
 
-private:
     void on_deadline()
     {
         const auto e = expiry_.load(std::memory_order_relaxed);
@@ -1068,11 +1066,11 @@ private:
                 ec = {}; // readable was stale: wait again
             self->on_read_ahead(ec, n);
         };
+        const auto wait = [this](auto h) { socket_.async_wait(asio::socket_base::wait_read, std::move(h)); };
         if (parked()) // it may wait for minutes (an awaitable stage's rarely does)
-            on_strand(exactly_allocated(std::move(on_readable)),
-                      [this](auto h) { socket_.async_wait(asio::socket_base::wait_read, std::move(h)); });
+            on_strand(exactly_allocated(std::move(on_readable)), wait);
         else
-            on_strand(std::move(on_readable), [this](auto h) { socket_.async_wait(asio::socket_base::wait_read, std::move(h)); });
+            on_strand(std::move(on_readable), wait);
     }
 
     // Reads what the kernel holds for the connection, up to the read-ahead limit, without
