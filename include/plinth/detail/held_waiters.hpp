@@ -16,7 +16,6 @@
 #include <boost/asio/execution_context.hpp>
 #include <boost/asio/prefer.hpp>
 
-#include <cstddef>
 #include <mutex>
 #include <utility>
 
@@ -53,7 +52,7 @@ public:
     /// the outstanding work it represents.
     void add(held_waiter& w, const boost::asio::any_io_executor& executor)
     {
-        // Made before the lock, and only for the first waiter: one tracked executor for them all.
+        // Made outside the lock, and only for the first waiter: one tracked executor for them all.
         boost::asio::any_io_executor work;
         std::unique_lock lock(mutex_);
         if (!work_) {
@@ -69,7 +68,6 @@ public:
             head_->prev_ = &w;
         head_ = &w;
         w.linked_ = true;
-        ++count_;
     }
 
     /// `w` holds no handler any more (a no-op if the shutdown took it already).
@@ -80,7 +78,7 @@ public:
         if (!w.linked_)
             return;
         unlink(w);
-        if (count_ == 0)
+        if (!head_)
             work.swap(work_);
     }
 
@@ -92,7 +90,6 @@ private:
             w.next_->prev_ = w.prev_;
         w.prev_ = w.next_ = nullptr;
         w.linked_ = false;
-        --count_;
     }
 
     // What the io_context's destruction (or shutdown) does with pending operations: destroy
@@ -117,8 +114,7 @@ private:
 
     std::mutex mutex_;
     held_waiter* head_ = nullptr;
-    std::size_t count_ = 0;
-    boost::asio::any_io_executor work_; // tracked while count_ > 0
+    boost::asio::any_io_executor work_; // tracked while any waiter is held
 };
 
 } // namespace plinth::detail
