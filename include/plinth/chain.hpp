@@ -19,12 +19,13 @@
 #include <boost/container/small_vector.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <exception>
+#include <forward_list>
 #include <functional>
 #include <initializer_list>
-#include <list>
 #include <memory>
 #include <optional>
 #include <span>
@@ -223,6 +224,72 @@ private:
 
 namespace detail {
 
+/// The interceptors of one run, in order, kept as runs of consecutive addresses: a chain's own
+/// interceptors and a route's (enqueue_ref) each take one entry however long they are, so a
+/// request in flight carries a few spans rather than a pointer per interceptor.
+template <class Interceptor>
+class walk_list {
+public:
+    std::size_t size() const noexcept { return size_; }
+
+    const Interceptor* operator[](std::size_t k) const noexcept
+    {
+        for (const auto& s : spans_) {
+            if (k < s.size)
+                return s.first + k;
+            k -= s.size;
+        }
+        return nullptr; // past the end: never asked for
+    }
+
+    void push_back(const Interceptor* p)
+    {
+        if (!spans_.empty() && spans_.back().first + spans_.back().size == p)
+            ++spans_.back().size;
+        else
+            spans_.push_back({p, 1});
+        ++size_;
+    }
+
+    // Puts `p` before the element at `at` (at the end when `at == size()`).
+    void insert(std::size_t at, const Interceptor* p)
+    {
+        auto it = spans_.begin();
+        for (; it != spans_.end() && at >= it->size; ++it)
+            at -= it->size;
+        if (it == spans_.end())
+            return push_back(p);
+        if (at > 0) { // split the span around the new element
+            const span tail{it->first + at, it->size - at};
+            it->size = at;
+            it = spans_.insert(it + 1, tail);
+        }
+        spans_.insert(it, span{p, 1});
+        ++size_;
+    }
+
+    // Keeps the first `n` elements.
+    void truncate(std::size_t n) noexcept
+    {
+        size_ = std::min(size_, n);
+        auto it = spans_.begin();
+        for (; it != spans_.end() && n > 0; ++it) {
+            if (n < it->size)
+                it->size = n;
+            n -= it->size;
+        }
+        spans_.erase(it, spans_.end());
+    }
+
+private:
+    struct span {
+        const Interceptor* first;
+        std::size_t size;
+    };
+    boost::container::small_vector<span, 3> spans_;
+    std::size_t size_ = 0;
+};
+
 /// The state of one run of a chain: it lives in the frame of `basic_chain::execute`, or with
 /// whoever drives the walk itself (a server's connection: begin, advance, then only if a stage is
 /// asynchronous `finish_async`, then end), so that a run whose stages are all synchronous needs no
@@ -230,8 +297,6 @@ namespace detail {
 template <class Context>
 struct execution {
     using interceptor_type = basic_interceptor<Context>;
-    // Inline room for typical chains, so a synchronous run allocates nothing per stage.
-    using list = boost::container::small_vector<const interceptor_type*, 16>;
 
     explicit execution(const basic_chain<Context>& c) : chain(c) {}
     execution(const execution&) = delete;
@@ -240,11 +305,11 @@ struct execution {
     const basic_chain<Context>& chain;
     // One list for the stack and the queue, since entering an interceptor moves it from the
     // queue's front to the stack's top: [0, head) is the stack (its top at head - 1), [head, end)
-    // the queue while entering (while leaving, what lies past head is never entered). Half the
-    // inline room two lists would take, for each request in flight.
-    list walk;
+    // the queue while entering (while leaving, what lies past head is never entered). A chain of
+    // any length runs without allocating for it (chain spec 16).
+    walk_list<interceptor_type> walk;
     std::size_t head = 0;
-    std::list<interceptor_type> owned;   // interceptors enqueued by value; std::list keeps addresses
+    std::forward_list<interceptor_type> owned; // interceptors enqueued by value, at stable addresses
     std::unique_ptr<chain_error> error; // boxed: rare, and every request in flight carries the pointer
     bool leaving = false;
 
@@ -352,10 +417,10 @@ struct execution {
     const interceptor_type* own(interceptor_type i)
     {
         check(i, "plinth::enqueue");
-        return &owned.emplace_back(std::move(i));
+        return &owned.emplace_front(std::move(i));
     }
 
-    void drop_queue() noexcept { walk.erase(walk.begin() + static_cast<std::ptrdiff_t>(head), walk.end()); }
+    void drop_queue() noexcept { walk.truncate(head); }
 
     template <class... Extra>
     static std::exception_ptr call_sync(const basic_stage<Context, Extra...>& s, Context& ctx, Extra... e) noexcept
@@ -700,7 +765,7 @@ void enqueue_front(Context& ctx, basic_interceptor<Context> i)
 {
     auto& ex = detail::execution<Context>::of(ctx, "plinth::enqueue_front");
     const auto* p = ex.own(std::move(i));
-    ex.walk.insert(ex.walk.begin() + static_cast<std::ptrdiff_t>(ex.head), p);
+    ex.walk.insert(ex.head, p);
 }
 
 /// Drops the rest of the queue: the leave phase starts after the current stage.

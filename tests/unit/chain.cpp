@@ -418,6 +418,25 @@ TEST_CASE("chain: enqueue appends after everything queued, enqueue_front puts an
         const test_ctx r = run_ok(ch);
         CHECK(r.log == strings{"enter a", "enter z", "enter y", "enter b", "leave b", "leave y", "leave z"});
     }
+    SECTION("enqueue_front inside the chain's own interceptors, then terminate: the rest of them is dropped, "
+            "what was entered leaves in reverse")
+    {
+        const body_fn front_y = [](test_ctx& c) {
+            plinth::enqueue_front(c, {.name = "y", .enter = make_stage(kind::sync_ref, say_then("enter y", [](test_ctx& c) {
+                                                                plinth::terminate(c);
+                                                            })),
+                                      .leave = logs(kind::sync_ref, "leave y")});
+            plinth::enqueue(c, passthrough("x", kind::sync_ref));
+        };
+        chain ch{
+            passthrough("a", kind::sync_ref),
+            {.name = "b", .enter = make_stage(kind::async_ref, say_then("enter b", front_y)), .leave = logs(kind::sync_ref, "leave b")},
+            passthrough("c", kind::sync_ref),
+            passthrough("d", kind::sync_ref),
+        };
+        const test_ctx r = run_ok(ch);
+        CHECK(r.log == strings{"enter a", "enter b", "enter y", "leave y", "leave b", "leave a"});
+    }
     SECTION("enqueue of a span copies in order; enqueue_ref appends without copying, in order")
     {
         const std::vector<interceptor> route{passthrough("r1", kind::sync_ref), passthrough("r2", kind::async_value)};
