@@ -145,7 +145,7 @@ public:
         std::lock_guard lock(mutex_);
         if (done_)
             return false; // kept, it could hold its own handle forever
-        on_timeout_ = std::move(h);
+        registered().on_timeout = std::move(h);
         return true;
     }
 
@@ -154,7 +154,7 @@ public:
         std::lock_guard lock(mutex_);
         if (completed_)
             return false;
-        on_disconnect_.push_back(std::move(cb));
+        registered().on_disconnect.push_back(std::move(cb));
         return true;
     }
 
@@ -163,7 +163,7 @@ public:
         std::lock_guard lock(mutex_);
         if (completed_)
             return false;
-        on_complete_.push_back(std::move(cb));
+        registered().on_complete.push_back(std::move(cb));
         return true;
     }
 
@@ -223,14 +223,13 @@ public:
     {
         detached d; // destroyed last: its handler may own this suspension
         asio::any_io_executor executor;
+        std::unique_ptr<callbacks> cb; // destroyed outside the lock: they may own handles
         {
             std::lock_guard lock(mutex_);
             done_ = completed_ = true;
             ++generation_;
             outcome_ = std::monostate{};
-            on_timeout_ = nullptr;
-            on_disconnect_.clear();
-            on_complete_.clear();
+            cb.swap(callbacks_);
             executor.swap(executor_);
             detach_waiter(d);
         }
@@ -402,7 +401,8 @@ private:
             std::lock_guard lock(mutex_);
             if (done_ || generation != generation_)
                 return;
-            h = on_timeout_;
+            if (callbacks_)
+                h = callbacks_->on_timeout;
         }
         if (h) {
             try {
@@ -447,8 +447,7 @@ private:
 
     void finish(bool disconnected, std::exception_ptr error)
     {
-        std::vector<std::function<void()>> on_disconnect;
-        std::vector<std::function<void(std::exception_ptr)>> on_complete;
+        std::unique_ptr<callbacks> cb;
         asio::any_io_executor executor;
         detached d;
         {
@@ -459,9 +458,7 @@ private:
             done_ = true;
             ++generation_;
             outcome_ = std::monostate{};
-            on_timeout_ = nullptr;
-            on_disconnect.swap(on_disconnect_);
-            on_complete.swap(on_complete_);
+            cb.swap(callbacks_);
             // A handle may outlive the io_context: keep nothing that refers to it.
             executor.swap(executor_);
             detach_waiter(d);
@@ -469,11 +466,13 @@ private:
         wake(executor, std::move(d.handler), d.registry); // only if a waiter is left, which the connection never does
         // Release the timer now rather than at some deadline (Jersey #2861).
         timer_.reset();
+        if (!cb)
+            return;
         if (disconnected)
-            for (auto& cb : on_disconnect)
-                guarded("on_disconnect", [&] { cb(); });
-        for (auto& cb : on_complete)
-            guarded("on_complete", [&] { cb(error); });
+            for (auto& f : cb->on_disconnect)
+                guarded("on_disconnect", [&] { f(); });
+        for (auto& f : cb->on_complete)
+            guarded("on_complete", [&] { f(error); });
     }
 
     template <class F>
@@ -508,9 +507,20 @@ private:
     bool completed_ = false;
     std::uint64_t generation_ = 0;
     stored outcome_;
-    std::function<void(handle)> on_timeout_;
-    std::vector<std::function<void()>> on_disconnect_;
-    std::vector<std::function<void(std::exception_ptr)>> on_complete_;
+    struct callbacks {
+        std::function<void(handle)> on_timeout;
+        std::vector<std::function<void()>> on_disconnect;
+        std::vector<std::function<void(std::exception_ptr)>> on_complete;
+    };
+    // Made by the first registration (under mutex_): most suspensions register none, and each
+    // suspended request would otherwise carry 80 B for them.
+    std::unique_ptr<callbacks> callbacks_;
+    callbacks& registered()
+    {
+        if (!callbacks_)
+            callbacks_ = std::make_unique<callbacks>();
+        return *callbacks_;
+    }
 
     asio::any_io_executor executor_; // guarded by mutex_; emptied at completion
     const log_function log_;
