@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <concepts>
 #include <cstdint>
 #include <exception>
 #include <limits>
@@ -51,6 +52,114 @@ using request = http::request<http::string_body>;
 /// A response as plinth writes it. Version, keep-alive, `Date`, `Server` and `Content-Length` are
 /// filled in by the server; a handler sets status, headers and body.
 using response = http::response<http::string_body>;
+
+/// Where a context keeps its response: a `std::optional<response>` in all it offers, except that
+/// a moved-from one is empty and the response itself lives on the heap. A context without a
+/// response (a request still in the chain, a suspended one above all) then carries a pointer
+/// instead of the response's 128 B, and the storage, once made, is kept for the next response
+/// (`reset` keeps it; a server reuses it for each request of a connection).
+class optional_response {
+public:
+    optional_response() noexcept = default;
+    optional_response(std::nullopt_t) noexcept {}
+    optional_response(response r) : box_(std::make_unique<std::optional<response>>(std::move(r))) {}
+    optional_response(const optional_response& other)
+    {
+        if (other)
+            box_ = std::make_unique<std::optional<response>>(*other);
+    }
+    optional_response(optional_response&&) noexcept = default;
+    ~optional_response() = default;
+
+    optional_response& operator=(const optional_response& other)
+    {
+        if (!other)
+            reset();
+        else if (this != &other)
+            *this = *other;
+        return *this;
+    }
+    optional_response& operator=(optional_response&&) noexcept = default;
+    optional_response& operator=(std::nullopt_t) noexcept
+    {
+        reset();
+        return *this;
+    }
+    template <class R> // a template, so that `= {}` empties it, as it does an optional
+        requires std::same_as<std::remove_cvref_t<R>, response>
+    optional_response& operator=(R&& r)
+    {
+        if (box_)
+            *box_ = std::forward<R>(r);
+        else
+            box_ = std::make_unique<std::optional<response>>(std::forward<R>(r));
+        return *this;
+    }
+
+    /// Makes the response in place from `args` (reusing the storage) and returns it.
+    template <class... Args>
+    response& emplace(Args&&... args)
+    {
+        if (!box_)
+            box_ = std::make_unique<std::optional<response>>();
+        return box_->emplace(std::forward<Args>(args)...);
+    }
+
+    /// Destroys the response, if any; the storage is kept for the next one.
+    void reset() noexcept
+    {
+        if (box_)
+            box_->reset();
+    }
+
+    /// Gives the storage back when there is no response (what a suspended request holds).
+    void shrink_to_fit() noexcept
+    {
+        if (!has_value())
+            box_.reset();
+    }
+
+    bool has_value() const noexcept { return box_ && box_->has_value(); }
+    explicit operator bool() const noexcept { return has_value(); }
+
+    response& operator*() & noexcept { return **box_; }
+    const response& operator*() const& noexcept { return **box_; }
+    response&& operator*() && noexcept { return std::move(**box_); }
+    response* operator->() noexcept { return &**box_; }
+    const response* operator->() const noexcept { return &**box_; }
+
+    /// The response; throws `std::bad_optional_access` when there is none.
+    response& value() &
+    {
+        check();
+        return **box_;
+    }
+    const response& value() const&
+    {
+        check();
+        return **box_;
+    }
+    response&& value() &&
+    {
+        check();
+        return std::move(**box_);
+    }
+
+    /// The response, or `fallback` when there is none.
+    response value_or(response fallback) const& { return has_value() ? **box_ : std::move(fallback); }
+    response value_or(response fallback) && { return has_value() ? std::move(**box_) : std::move(fallback); }
+
+    friend bool operator==(const optional_response& r, std::nullopt_t) noexcept { return !r; }
+
+private:
+    void check() const
+    {
+        if (!has_value())
+            throw std::bad_optional_access();
+    }
+
+    std::unique_ptr<std::optional<response>> box_;
+};
 
 /// An error that maps to an HTTP status. Its public message is what the client sees, so write it
 /// for the client; never put internals there.
@@ -145,8 +254,9 @@ public:
     void clear() noexcept { items_.clear(); }
 
 private:
-    // Room for two parameters inline: every request (suspended ones included) carries this.
-    boost::container::small_vector<std::pair<std::string_view, std::string>, 2> items_;
+    // Room for one parameter inline: every request (suspended ones included) carries this, and
+    // most routes have none or one (a second costs an allocation, 96 B).
+    boost::container::small_vector<std::pair<std::string_view, std::string>, 1> items_;
 };
 
 /// A handle to a suspended HTTP request (see basic_async_response).
@@ -246,7 +356,7 @@ public:
     }
 
     /// The response; once set, the enter phase ends (the server's terminator).
-    std::optional<plinth::response> response;
+    optional_response response;
 
 private:
     plinth::exchange* exchange_ = nullptr;

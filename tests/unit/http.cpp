@@ -10,6 +10,7 @@
 #include <plinth/handler.hpp>
 #include <plinth/http.hpp>
 
+#include "alloc_counter.hpp"
 #include "http_harness.hpp"
 
 #include <catch2/catch.hpp>
@@ -69,6 +70,52 @@ static_assert(!plinth::handler<plinth::response (*)(int)>);
 
 // ---------------------------------------------------------------------------------------------
 // make_handler
+
+TEST_CASE("a context's optional_response acts as an optional; its storage outlives reset, shrink_to_fit frees it",
+          "[http]")
+{
+    plinth::context c;
+    CHECK_FALSE(c.response);
+    CHECK(c.response == std::nullopt);
+    CHECK_THROWS_AS(c.response.value(), std::bad_optional_access);
+    CHECK(c.response.value_or(plinth::text("none")).body() == "none");
+
+    c.response = plinth::text("one");
+    REQUIRE(c.response.has_value());
+    CHECK(c.response->body() == "one");
+    const plinth::context copy = c; // a deep copy
+    CHECK(copy.response->body() == "one");
+    c.response->body() = "changed";
+    CHECK(copy.response->body() == "one");
+    plinth::context moved = std::move(c); // the storage goes with it: the source is empty
+    CHECK_FALSE(c.response);
+    CHECK(moved.response->body() == "changed");
+
+    // reset keeps the storage: the next response moves in without an allocation.
+    plinth::response next = plinth::text("two");
+    moved.response.reset();
+    CHECK_FALSE(moved.response);
+    {
+        plinth_test::allocation_scope scope;
+        moved.response = std::move(next);
+        CHECK(scope.allocations() == 0);
+    }
+    CHECK(moved.response.value().body() == "two");
+
+    // shrink_to_fit leaves a response alone, and gives empty storage back.
+    moved.response.shrink_to_fit();
+    CHECK(moved.response->body() == "two");
+    moved.response = {};
+    CHECK_FALSE(moved.response);
+    moved.response.shrink_to_fit();
+    plinth::response third = plinth::text("three");
+    {
+        plinth_test::allocation_scope scope;
+        moved.response = std::move(third);
+        CHECK(scope.allocations() == 1);
+    }
+    CHECK(moved.response.emplace(http::status::accepted, 11).result() == http::status::accepted);
+}
 
 TEST_CASE("make_handler adapts response(const request&) into an interceptor that sets the response", "[http]")
 {

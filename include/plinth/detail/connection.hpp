@@ -530,6 +530,7 @@ private:
         auto signal = std::exchange(cancel_request_, nullptr);
         if (buffer_.size() == 0) // the read-ahead needs no buffer until bytes come: give it back
             buffer_.shrink_to_fit();
+        ctx_.response.shrink_to_fit(); // no response yet, most likely: its storage comes with it
         // No cancellation slot: the stage waits on a suspension of this request (the only
         // callback stage is a suspended handler's), which cancel_walk resolves directly. A slot
         // would cost two cancellation handlers (96 B) for each suspended request.
@@ -652,7 +653,9 @@ private:
                 version_ = exchange_.request.version();
                 head_only_ = exchange_.request.method() == http::verb::head;
                 keep_alive_ = exchange_.request.keep_alive();
+                auto storage = std::move(ctx_.response); // the last response's, empty: reused
                 ctx_ = context{exchange_};
+                ctx_.response = std::move(storage);
                 walk_cancelled_ = shutdown_cancelled_ = false; // per request (a cancelled one closes anyway)
             }
 
@@ -1270,6 +1273,7 @@ private:
 
         const auto heartbeat = st->heartbeat_text.empty() ? std::chrono::milliseconds(0) : st->options().heartbeat;
         auto last_write = clock::now();
+        std::vector<stream_state::entry> batch; // what is being written
         std::vector<asio::const_buffer> buffers;
         std::array<char, 20> size_line;
         static constexpr std::string_view crlf = "\r\n";
@@ -1284,7 +1288,7 @@ private:
                 end = true;
                 break;
             }
-            const auto taken = st->take(batch_, 64 * 1024);
+            const auto taken = st->take(batch, 64 * 1024);
             if (taken == stream_state::take_result::aborted) {
                 reason = fell_behind();
                 ok = false;
@@ -1305,10 +1309,10 @@ private:
                 beat = st->heartbeat_text;
             }
             std::size_t bytes = beat.size();
-            for (const auto& e : batch_)
+            for (const auto& e : batch)
                 bytes += e.data.size();
             if (bytes == 0) { // only empty writes: an empty chunk would end the body
-                st->written(batch_, {});
+                st->written(batch, {});
                 continue;
             }
             buffers.clear();
@@ -1319,13 +1323,13 @@ private:
             }
             if (!beat.empty())
                 buffers.push_back(asio::buffer(beat));
-            for (const auto& e : batch_)
+            for (const auto& e : batch)
                 if (!e.data.empty())
                     buffers.push_back(asio::buffer(e.data));
             if (chunked)
                 buffers.push_back(asio::buffer(crlf));
             ec = co_await write_with_progress(buffers);
-            st->written(batch_, ec);
+            st->written(batch, ec);
             if (ec) {
                 reason = write_failure(ec, *st);
                 ok = false;
@@ -1493,7 +1497,6 @@ private:
     // made on first use (most connections never wait so), so it costs a pointer until then.
     std::unique_ptr<asio::steady_timer> nudge_;
     std::shared_ptr<stream_state> stream_;      // the response being streamed
-    std::vector<stream_state::entry> batch_;    // what a stream is writing
     beast::error_code disconnect_error_;
     phase phase_ = phase::header;
     bool timed_out_ = false;          // the current phase's deadline passed
