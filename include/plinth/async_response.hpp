@@ -12,6 +12,7 @@
 
 #include <plinth/detail/exact_allocator.hpp>
 #include <plinth/detail/held_waiters.hpp>
+#include <plinth/detail/small_mutex.hpp>
 #include <plinth/log.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -427,7 +428,7 @@ private:
     }
 
     // Records the winning outcome (under `lock`, which it releases) and wakes the waiter.
-    void win(std::unique_lock<std::mutex>& lock, stored o, bool cancelled, bool timed_out)
+    void win(std::unique_lock<small_mutex>& lock, stored o, bool cancelled, bool timed_out)
     {
         done_ = true;
         cancelled_ = cancelled;
@@ -500,7 +501,7 @@ private:
         }
     }
 
-    mutable std::mutex mutex_;
+    mutable small_mutex mutex_; // 4 B rather than std::mutex's 40: see small_mutex
     bool done_ = false;
     bool cancelled_ = false;
     bool timed_out_ = false;

@@ -286,7 +286,7 @@ private:
         const Interceptor* first;
         std::size_t size;
     };
-    boost::container::small_vector<span, 3> spans_;
+    boost::container::small_vector<span, 2> spans_; // a chain's and a route's
     std::size_t size_ = 0;
 };
 

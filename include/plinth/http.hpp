@@ -467,13 +467,16 @@ void suspend_then(context& ctx, Setup setup, stage_handler done)
         });
         return;
     }
+    // The waiter keeps a plain pointer: the exchange holds the suspension until the request's
+    // end (begin_suspension), and the waiter runs before that or not at all. 16 B less for each
+    // suspended request.
     auto slot = asio::get_associated_cancellation_slot(done);
     auto* state_ptr = state.get();
     state_ptr->async_wait(asio::bind_cancellation_slot(
-        slot, [&ctx, state = std::move(state), done = std::move(done)](suspension<response>::outcome o) mutable {
+        slot, [&ctx, state_ptr, done = std::move(done)](suspension<response>::outcome o) mutable {
             std::exception_ptr thrown;
             try {
-                end_suspension(ctx, *state, o);
+                end_suspension(ctx, *state_ptr, o);
             }
             catch (...) {
                 thrown = std::current_exception();

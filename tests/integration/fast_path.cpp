@@ -186,8 +186,10 @@ TEST_CASE("fast path: a suspended request resumed at once costs its suspension's
     // fewer per request changes which blocks the cache's two slots hold when the resume's
     // operations ask (heaptrack: all but the fields, the suspension and the signal are such
     // misses: frames, strand ops, waits). One more since 2026-11-23: a suspended request gives
-    // its context's empty response storage back (128 B less held), and the resume makes it again.
-    CHECK(measure("GET /suspend HTTP/1.1\r\nHost: bench\r\n\r\n", 1) <= fields_of_hello + 14.05);
+    // its context's empty response storage back (128 B less held), and the resume makes it again;
+    // and one more for the buffer of the response head, which a parked connection gives back
+    // too (a long-poll's held ~200 B of the head written before it).
+    CHECK(measure("GET /suspend HTTP/1.1\r\nHost: bench\r\n\r\n", 1) <= fields_of_hello + 15.05);
 }
 
 // -- answers held back while a pipelined batch is parsed --

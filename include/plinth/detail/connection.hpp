@@ -253,6 +253,7 @@ using wire = std::array<asio::const_buffer, 3>;
 inline void start_head(std::string& out, const response& res)
 {
     out.clear();
+    out.reserve(256); // one allocation for a typical head, not one per doubling as it grows
     out += res.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
     const unsigned status = res.result_int();
     const char code[3] = {static_cast<char>('0' + status / 100 % 10), static_cast<char>('0' + status / 10 % 10),
@@ -530,7 +531,9 @@ private:
         auto signal = std::exchange(cancel_request_, nullptr);
         if (buffer_.size() == 0) // the read-ahead needs no buffer until bytes come: give it back
             buffer_.shrink_to_fit();
-        ctx_.response.shrink_to_fit(); // no response yet, most likely: its storage comes with it
+        ctx_.response.shrink_to_fit(); // no response yet, most likely: its storage goes too
+        head_.clear();                 // and the last response's head (a long-poll's was written
+        head_.shrink_to_fit();         // just before): 200 B or so, made again for the next one
         // No cancellation slot: the stage waits on a suspension of this request (the only
         // callback stage is a suspended handler's), which cancel_walk resolves directly. A slot
         // would cost two cancellation handlers (96 B) for each suspended request.
@@ -709,7 +712,7 @@ private:
             if (!stream_)
                 stop_watching(); // a stream goes on watching: its client may leave at any time
             if (disconnected_) { // nothing is written to a client that left
-                finish_suspensions(true, std::make_exception_ptr(client_disconnected(disconnect_error_)));
+                finish_suspensions(true, std::make_exception_ptr(client_disconnected(failure_)));
                 co_return close();
             }
             if (http::token_list{res[http::field::connection]}.exists("close"))
@@ -742,8 +745,8 @@ private:
             }
 
             beast::error_code ec;
-            if (flush_error_) // held answers that went out while the request waited failed
-                ec = flush_error_;
+            if (failure_) // held answers that went out while the request waited failed
+                ec = failure_;
             else {
                 // What earlier pipelined requests deferred, then this response, in one write.
                 wire out{asio::buffer(out_), asio::buffer(head_), asio::buffer(body)};
@@ -1100,7 +1103,7 @@ private:
             if (ec == asio::error::operation_aborted)
                 return;
             disconnected_ = true;
-            disconnect_error_ = ec;
+            failure_ = ec;
             cancel_walk();
             return;
         }
@@ -1145,7 +1148,7 @@ private:
     // buffer alone, and nothing (a suspension's on_complete, a read-ahead) waits for this write.
     bool deferrable(bool keep_alive, std::size_t body_size)
     {
-        if (!keep_alive || !exchange_.suspensions.empty() || watch_pending_ || flushing_ || flush_error_)
+        if (!keep_alive || !exchange_.suspensions.empty() || watch_pending_ || flushing_ || failure_)
             return false;
         if (out_.size() + head_.size() + body_size > max_deferred_bytes)
             return false;
@@ -1182,7 +1185,7 @@ private:
                               self->flushing_ = false;
                               self->out_.clear();
                               if (ec)
-                                  self->flush_error_ = ec;
+                                  self->failure_ = ec;
                               self->nudge(); // serve() may be waiting for this write
                           }));
     }
@@ -1191,11 +1194,11 @@ private:
     asio::awaitable<bool> flush_deferred()
     {
         if (!flushing_ && out_.empty())
-            co_return !flush_error_;
+            co_return !failure_;
         arm(phase::write, write_deadline()); // a client that does not read is not waited for
         while (flushing_)
             co_await wait_for_nudge();
-        if (flush_error_)
+        if (failure_)
             co_return false;
         if (out_.empty())
             co_return true;
@@ -1489,7 +1492,9 @@ private:
     bool first_ = true;                     // no request read yet
     bool walk_cancelled_ = false;           // the walk was cancelled: start no more enter stages
     bool flushing_ = false;         // start_flush is writing out_
-    beast::error_code flush_error_; // ...and failed
+    // Why the connection cannot go on: held answers failed to go out (start_flush), or the client
+    // left while a request waited (disconnected_). Either ends it, so one code serves both.
+    beast::error_code failure_;
     static constexpr std::size_t max_deferred_bytes = 16 * 1024;
     exchange exchange_;
     std::shared_ptr<asio::cancellation_signal> cancel_request_; // cancels serve()'s current wait; see spawn
@@ -1497,7 +1502,6 @@ private:
     // made on first use (most connections never wait so), so it costs a pointer until then.
     std::unique_ptr<asio::steady_timer> nudge_;
     std::shared_ptr<stream_state> stream_;      // the response being streamed
-    beast::error_code disconnect_error_;
     phase phase_ = phase::header;
     bool timed_out_ = false;          // the current phase's deadline passed
     bool stopping_ = false;           // the server is stopping: finish the current request, then close
