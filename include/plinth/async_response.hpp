@@ -30,6 +30,7 @@
 #include <boost/system/system_error.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -79,7 +80,9 @@ public:
     using handle = basic_async_response<Result>;
     using outcome = std::variant<std::monostate, Result, std::exception_ptr, cancellation, disconnection>;
 
-    suspension(asio::any_io_executor executor, log_function log) : executor_(std::move(executor)), log_(std::move(log))
+    // `log` is shared: a server's suspensions all point at its one log function.
+    suspension(asio::any_io_executor executor, std::shared_ptr<const log_function> log)
+        : executor_(std::move(executor)), log_(std::move(log))
     {
     }
 
@@ -492,10 +495,10 @@ private:
 
     void log(const std::string& line) const noexcept
     {
-        if (!log_)
+        if (!log_ || !*log_)
             return;
         try {
-            log_(log_level::error, line);
+            (*log_)(log_level::error, line);
         }
         catch (...) {
         }
@@ -524,7 +527,7 @@ private:
     }
 
     asio::any_io_executor executor_; // guarded by mutex_; emptied at completion
-    const log_function log_;
+    const std::shared_ptr<const log_function> log_;
     waiter waiter_;                      // guarded by mutex_; see async_wait
     held_waiters* registry_ = nullptr;   // guarded by mutex_: set while waiter_ is held
     asio::cancellation_slot waiter_slot_; // the waiter's; touched on the strand
@@ -617,8 +620,20 @@ public:
     /// unit tests may too.
     static basic_async_response make(asio::any_io_executor executor, log_function log = log_to_stderr)
     {
+        return make(std::move(executor), log ? std::make_shared<const log_function>(std::move(log)) : nullptr);
+    }
+
+    /// The same with a log function shared by many handles (a server's; null: no log).
+    static basic_async_response make(asio::any_io_executor executor, std::shared_ptr<const log_function> log)
+    {
         return basic_async_response{
             std::make_shared<detail::suspension<Result>>(std::move(executor), std::move(log))};
+    }
+
+    /// The same without a log.
+    static basic_async_response make(asio::any_io_executor executor, std::nullptr_t)
+    {
+        return make(std::move(executor), std::shared_ptr<const log_function>());
     }
 
     /// The shared state, for the layer that waits on it.

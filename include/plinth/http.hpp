@@ -279,7 +279,8 @@ namespace detail {
 struct suspension_policy {
     std::chrono::steady_clock::duration default_timeout{}; ///< zero: none
     std::uint64_t max_suspended = std::numeric_limits<std::uint64_t>::max();
-    log_function log = log_to_stderr;
+    /// Shared by every suspension (each would otherwise carry a copy); null: no log.
+    std::shared_ptr<const log_function> log = std::make_shared<const log_function>(log_to_stderr);
     std::chrono::seconds shutdown_retry_after{5}; ///< of the 503 a shutdown answers with
     stream_options streams;                       ///< defaults of the streams requests open
     suspension_stats stats;
@@ -405,7 +406,7 @@ std::shared_ptr<suspension<response>> begin_suspension(context& ctx, Setup& setu
         --policy->stats.suspended;
         throw http_error(http::status::service_unavailable, "Too many suspended requests");
     }
-    auto handle = async_response::make(ex.executor, policy ? policy->log : log_function(log_to_stderr));
+    auto handle = policy ? async_response::make(ex.executor, policy->log) : async_response::make(ex.executor);
     auto state = handle.state();
     ex.suspensions.push_back(state);
     if (policy && policy->default_timeout > policy->default_timeout.zero())

@@ -37,7 +37,7 @@ inline std::shared_ptr<stream_state> open_stream(context& ctx, response head, st
     const auto* policy = ex.policy;
     auto state = std::make_shared<stream_state>(ex.executor,
                                                 options ? *options : policy ? policy->streams : stream_options{},
-                                                policy ? policy->log : log_function(log_to_stderr));
+                                                policy ? (policy->log ? *policy->log : log_function()) : log_function(log_to_stderr));
     head.body().clear();
     ctx.response = std::move(head); // ends the enter phase, like any response
     ex.stream = state;

@@ -1465,7 +1465,7 @@ TEST_CASE("async_response: on_complete fires exactly once, after the response, f
     handoff<async_response> handles;
     log_capture logs;
     plinth::detail::suspension_policy policy;
-    policy.log = logs.hook();
+    policy.log = std::make_shared<const plinth::log_function>(logs.hook());
     strings calls; // strand only
     request_run* current = nullptr;
     bool response_was_ready = false;
@@ -1538,7 +1538,7 @@ TEST_CASE("async_response: beyond max_suspended a suspension gets 503 at once; t
     plinth::detail::suspension_policy policy;
     policy.max_suspended = 1;
     log_capture logs;
-    policy.log = logs.hook();
+    policy.log = std::make_shared<const plinth::log_function>(logs.hook());
     auto ch = suspending_chain([&](async_response ar) {
         ++setups;
         handles.push(ar);
@@ -1684,7 +1684,7 @@ TEST_CASE("async_response: resume, cancel, a 1 ms timeout and another resume at 
     handoff<async_response> handles;
     plinth::detail::suspension_policy policy;
     log_capture logs;
-    policy.log = logs.hook();
+    policy.log = std::make_shared<const plinth::log_function>(logs.hook());
     std::atomic<bool> with_handler{false};
     std::atomic<int> completes{0}, disconnects{0}, handler_runs{0}, handler_wins{0};
     std::exception_ptr completed_with; // strand only, read after the run

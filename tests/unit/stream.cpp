@@ -986,7 +986,7 @@ TEST_CASE("response_stream::open takes its options from the server's policy unle
     plinth::detail::suspension_policy policy;
     policy.streams = bounded(123, 7, stream_overflow::drop_oldest);
     log_capture logs;
-    policy.log = logs.hook();
+    policy.log = std::make_shared<const plinth::log_function>(logs.hook());
 
     exchange_on a(ioc);
     a.ex.policy = &policy;

@@ -70,7 +70,7 @@ struct server_core : std::enable_shared_from_this<server_core> {
     {
         policy.default_timeout = options.suspend_timeout;
         policy.max_suspended = options.max_suspended;
-        policy.log = options.log;
+        policy.log = std::make_shared<const log_function>(options.log);
         policy.shutdown_retry_after = options.shutdown_retry_after;
         policy.streams = options.streams;
     }
@@ -532,8 +532,8 @@ private:
         if (buffer_.size() == 0) // the read-ahead needs no buffer until bytes come: give it back
             buffer_.shrink_to_fit();
         ctx_.response.shrink_to_fit(); // no response yet, most likely: its storage goes too
-        head_.clear();                 // and the last response's head (a long-poll's was written
-        head_.shrink_to_fit();         // just before): 200 B or so, made again for the next one
+        if (output_ && output_->held.empty() && !flushing_)
+            output_.reset(); // and what writing needs (with a long-poll's last head, ~300 B)
         // No cancellation slot: the stage waits on a suspension of this request (the only
         // callback stage is a suspended handler's), which cancel_walk resolves directly. A slot
         // would cost two cancellation handlers (96 B) for each suspended request.
@@ -739,8 +739,8 @@ private:
             write_head(res, version_, keep_alive);
             const std::string_view body = head_only_ ? std::string_view() : std::string_view(res.body());
             if (deferrable(keep_alive, body.size())) {
-                out_ += head_;
-                out_ += body;
+                output_->held += output_->head;
+                output_->held += body;
                 continue; // no suspension: nothing waits for the write
             }
 
@@ -749,13 +749,13 @@ private:
                 ec = failure_;
             else {
                 // What earlier pipelined requests deferred, then this response, in one write.
-                wire out{asio::buffer(out_), asio::buffer(head_), asio::buffer(body)};
+                wire out{asio::buffer(output_->held), asio::buffer(output_->head), asio::buffer(body)};
                 if (!write_at_once(out, ec)) {
                     arm(phase::write, write_deadline());
                     std::size_t n = 0;
                     std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
                 }
-                out_.clear();
+                output_->held.clear();
             }
             if (ec) {
                 if (timed_out_) {
@@ -955,8 +955,9 @@ private:
         response res = text(std::string(http::obsolete_reason(status)), status);
         finish(res, 11, false);
         arm(phase::write, write_deadline());
-        serialize_head(head_, res);
-        const wire out{asio::buffer(head_), asio::buffer(res.body()), {}};
+        auto& head = output().head;
+        serialize_head(head, res);
+        const wire out{asio::buffer(head), asio::buffer(res.body()), {}};
         auto [ec, n] = co_await asio::async_write(socket_, out, unbound());
         if (!ec)
             co_await linger(socket_);
@@ -1003,8 +1004,8 @@ private:
             return; // a phase began meanwhile, with its own deadline (or none)
         if (phase_ == phase::write && watch_progress_ && !cutting_short()) {
             const auto unsent = unsent_bytes();
-            if (unsent >= 0 && unsent < unsent_) { // a stream's client reads, slowly: not stuck
-                unsent_ = unsent;
+            if (unsent >= 0 && unsent < output_->unsent) { // a stream's client reads, slowly: not stuck
+                output_->unsent = unsent;
                 return set_expiry(server_core::clock::now() + write_deadline());
             }
         }
@@ -1123,26 +1124,28 @@ private:
     // before and after waiting, so a nudge meant for another (or for nobody) is harmless.
     void nudge()
     {
-        if (nudge_)
-            nudge_->cancel();
+        if (output_ && output_->nudge)
+            output_->nudge->cancel();
     }
 
     asio::awaitable<std::tuple<beast::error_code>>
     wait_for_nudge(asio::steady_timer::time_point until = asio::steady_timer::time_point::max())
     {
-        if (!nudge_)
-            nudge_ = std::make_unique<asio::steady_timer>(strand());
-        nudge_->expires_at(until);
-        return nudge_->async_wait(asio::as_tuple(asio::use_awaitable));
+        auto& nudge = output().nudge;
+        if (!nudge)
+            nudge = std::make_unique<asio::steady_timer>(strand());
+        nudge->expires_at(until);
+        return nudge->async_wait(asio::as_tuple(asio::use_awaitable));
     }
 
     // -- pipelined answers, written together --
     //
     // When a client pipelines, the next request's header is often already in the buffer. Its
-    // answer is then held back (out_) and written with the next one, so that a batch of pipelined
-    // requests costs one write, not one per request. Nothing may wait behind held answers: they go
-    // out before any read that may block (a body), before a stream or a rejection, and as soon as
-    // a request goes asynchronous (start_flush, from watch_for_disconnect).
+    // answer is then held back (output_state::held) and written with the next one, so that a
+    // batch of pipelined requests costs one write, not one per request. Nothing may wait behind
+    // held answers: they go out before any read that may block (a body), before a stream or a
+    // rejection, and as soon as a request goes asynchronous (start_flush, from
+    // watch_for_disconnect).
 
     // Whether this answer may wait for the next one: the next request can be parsed from the
     // buffer alone, and nothing (a suspension's on_complete, a read-ahead) waits for this write.
@@ -1150,7 +1153,7 @@ private:
     {
         if (!keep_alive || !exchange_.suspensions.empty() || watch_pending_ || flushing_ || failure_)
             return false;
-        if (out_.size() + head_.size() + body_size > max_deferred_bytes)
+        if (output_->held.size() + output_->head.size() + body_size > max_deferred_bytes) // (write_head made it)
             return false;
         skip_empty_lines();
         const std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
@@ -1175,15 +1178,15 @@ private:
     // Starts writing the held answers; on the strand, while the chain waits.
     void start_flush()
     {
-        if (out_.empty() || flushing_)
+        if (!output_ || output_->held.empty() || flushing_)
             return;
-        flushing_ = true;
+        flushing_ = true; // (which keeps output_: see park)
         // Bound to the strand even when single-threaded: one instantiation of async_write's
         // composed operation rather than two (compile time), for a write that rarely happens.
-        asio::async_write(socket_, asio::buffer(out_),
+        asio::async_write(socket_, asio::buffer(output_->held),
                           asio::bind_executor(strand(), [self = shared_from_this()](beast::error_code ec, std::size_t) {
                               self->flushing_ = false;
-                              self->out_.clear();
+                              self->output_->held.clear();
                               if (ec)
                                   self->failure_ = ec;
                               self->nudge(); // serve() may be waiting for this write
@@ -1193,18 +1196,19 @@ private:
     // Writes the held answers now; false when that failed.
     asio::awaitable<bool> flush_deferred()
     {
-        if (!flushing_ && out_.empty())
+        if (!flushing_ && (!output_ || output_->held.empty()))
             co_return !failure_;
         arm(phase::write, write_deadline()); // a client that does not read is not waited for
         while (flushing_)
             co_await wait_for_nudge();
         if (failure_)
             co_return false;
-        if (out_.empty())
+        auto& held = output().held; // (waiting may have made it)
+        if (held.empty())
             co_return true;
-        const wire out{asio::buffer(out_), {}, {}};
+        const wire out{asio::buffer(held), {}, {}};
         auto [ec, n] = co_await asio::async_write(socket_, out, unbound());
-        out_.clear();
+        held.clear();
         co_return !ec;
     }
 
@@ -1264,8 +1268,9 @@ private:
         beast::error_code ec;
         std::size_t n = 0;
         {
-            serialize_head(head_, head);
-            const wire out{asio::buffer(head_), {}, {}};
+            auto& head_text = output().head;
+            serialize_head(head_text, head);
+            const wire out{asio::buffer(head_text), {}, {}};
             arm(phase::write, write_deadline());
             std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
         }
@@ -1365,7 +1370,7 @@ private:
     {
         arm(phase::write, write_deadline());
         watch_progress_ = true;
-        unsent_ = unsent_bytes();
+        output().unsent = unsent_bytes();
         for (std::size_t first = 0; first < buffers.size();) {
             auto [ec, n] = co_await socket_.async_write_some(std::span(buffers).subspan(first),
                                                              asio::as_tuple(asio::use_awaitable));
@@ -1379,7 +1384,7 @@ private:
                 buffers[first] += n;
             if (!cutting_short())
                 arm(phase::write, write_deadline());
-            unsent_ = unsent_bytes();
+            output_->unsent = unsent_bytes();
         }
         watch_progress_ = false;
         co_return beast::error_code{};
@@ -1459,7 +1464,7 @@ private:
 
     void write_head(response& res, unsigned version, bool keep_alive)
     {
-        detail::write_head(head_, res, version, keep_alive, core_->options.server_name);
+        detail::write_head(output().head, res, version, keep_alive, core_->options.server_name);
     }
 
     void finish(response& res, unsigned version, bool keep_alive) const
@@ -1480,8 +1485,23 @@ private:
     tcp_socket socket_;
     std::atomic<server_core::clock::rep> expiry_{server_core::no_deadline}; // see arm()
     beast::flat_buffer buffer_;
-    std::string head_; // the response head being written; see serialize_head
-    std::string out_;  // answers held back while a pipelined batch is parsed; see deferrable
+    // What writing needs, made by the first response and given back while a request is parked
+    // (see park): a suspended request carries a pointer for it rather than 80 B.
+    struct output_state {
+        std::string head; // the response head being written; see serialize_head
+        std::string held; // answers held back while a pipelined batch is parsed; see deferrable
+        // What serve() waits on for a read-ahead or a write to finish, or a stream for its
+        // producers; made on first use (most connections never wait so).
+        std::unique_ptr<asio::steady_timer> nudge;
+        std::int64_t unsent = -1; // a stream's write (watch_progress_): the kernel's queue then
+    };
+    std::unique_ptr<output_state> output_;
+    output_state& output()
+    {
+        if (!output_)
+            output_ = std::make_unique<output_state>();
+        return *output_;
+    }
     std::optional<execution<context>> run_; // the request's walk through the chain; see serve
     context ctx_;                           // ...and the context it walks
     std::exception_ptr parked_result_;      // how a parked stage ended; see park
@@ -1491,16 +1511,13 @@ private:
     bool resuming_ = false;                 // serve() goes on with a parked walk
     bool first_ = true;                     // no request read yet
     bool walk_cancelled_ = false;           // the walk was cancelled: start no more enter stages
-    bool flushing_ = false;         // start_flush is writing out_
+    bool flushing_ = false;         // start_flush is writing the held answers
     // Why the connection cannot go on: held answers failed to go out (start_flush), or the client
     // left while a request waited (disconnected_). Either ends it, so one code serves both.
     beast::error_code failure_;
     static constexpr std::size_t max_deferred_bytes = 16 * 1024;
     exchange exchange_;
     std::shared_ptr<asio::cancellation_signal> cancel_request_; // cancels serve()'s current wait; see spawn
-    // What serve() waits on for a read-ahead or a write to finish, or a stream for its producers;
-    // made on first use (most connections never wait so), so it costs a pointer until then.
-    std::unique_ptr<asio::steady_timer> nudge_;
     std::shared_ptr<stream_state> stream_;      // the response being streamed
     phase phase_ = phase::header;
     bool timed_out_ = false;          // the current phase's deadline passed
@@ -1513,7 +1530,6 @@ private:
     bool closed_ = false;
     bool registered_ = false;
     bool watch_progress_ = false;     // a stream's write: a shrinking kernel queue is progress
-    std::int64_t unsent_ = -1;        // ...and this was its size
     connection* live_prev_ = nullptr; // in server_core::live, under its mutex
     connection* live_next_ = nullptr;
     friend struct server_core;
