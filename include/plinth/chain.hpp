@@ -230,7 +230,13 @@ namespace detail {
 template <class Interceptor>
 class walk_list {
 public:
-    std::size_t size() const noexcept { return size_; }
+    std::size_t size() const noexcept
+    {
+        std::size_t n = 0;
+        for (const auto& s : spans_) // two, most often: cheaper to add up than to carry
+            n += s.size;
+        return n;
+    }
 
     const Interceptor* operator[](std::size_t k) const noexcept
     {
@@ -242,18 +248,21 @@ public:
         return nullptr; // past the end: never asked for
     }
 
-    void push_back(const Interceptor* p)
+    // Appends the `n` interceptors of one array, from `first` on. (Spans are never merged:
+    // addresses that follow each other in two arrays are still two arrays.)
+    void append(const Interceptor* first, std::size_t n)
     {
-        if (!spans_.empty() && spans_.back().first + spans_.back().size == p)
-            ++spans_.back().size;
-        else
-            spans_.push_back({p, 1});
-        ++size_;
+        if (n > 0)
+            spans_.push_back({first, n});
     }
 
-    // Puts `p` before the element at `at` (at the end when `at == size()`).
+    void push_back(const Interceptor* p) { append(p, 1); }
+
+    // Puts `p` before the element at `at` (at the end when `at == size()`). Strong guarantee:
+    // the room is made before anything changes.
     void insert(std::size_t at, const Interceptor* p)
     {
+        spans_.reserve(spans_.size() + 2);
         auto it = spans_.begin();
         for (; it != spans_.end() && at >= it->size; ++it)
             at -= it->size;
@@ -265,13 +274,11 @@ public:
             it = spans_.insert(it + 1, tail);
         }
         spans_.insert(it, span{p, 1});
-        ++size_;
     }
 
     // Keeps the first `n` elements.
     void truncate(std::size_t n) noexcept
     {
-        size_ = std::min(size_, n);
         auto it = spans_.begin();
         for (; it != spans_.end() && n > 0; ++it) {
             if (n < it->size)
@@ -287,7 +294,6 @@ private:
         std::size_t size;
     };
     boost::container::small_vector<span, 2> spans_; // a chain's and a route's
-    std::size_t size_ = 0;
 };
 
 /// The state of one run of a chain: it lives in the frame of `basic_chain::execute`, or with
@@ -317,17 +323,16 @@ struct execution {
     // stack, or the error stage of the one just left.
     enum class step : unsigned char { enter, leave, error_of_current };
     step next = step::enter;
+    stage pending_stage = stage::enter;        // which stage of `pending` (beside the flags: 8 B less)
     const interceptor_type* current = nullptr; // popped off the stack, on the way out
     const interceptor_type* pending = nullptr; // the asynchronous stage advance() stopped at...
-    stage pending_stage = stage::enter;       // ...which of its stages...
     std::exception_ptr pending_error;          // ...and, for an error stage, its argument
     execution* outer = nullptr;                // a stage may run a nested chain over its context
 
     // Links `ctx` to this run and queues the chain's interceptors.
     void begin(Context& ctx)
     {
-        for (const auto& i : chain.interceptors_)
-            walk.push_back(&i);
+        walk.append(chain.interceptors_.data(), chain.interceptors_.size());
         auto& link = static_cast<chain_context<Context>&>(ctx);
         outer = link.execution_;
         link.execution_ = this;
@@ -754,8 +759,7 @@ void enqueue_ref(Context& ctx, std::span<const basic_interceptor<Context>> is)
     auto& ex = detail::execution<Context>::of(ctx, "plinth::enqueue_ref");
     for (const auto& i : is) // all or nothing
         detail::execution<Context>::check(i, "plinth::enqueue_ref");
-    for (const auto& i : is)
-        ex.walk.push_back(&i);
+    ex.walk.append(is.data(), is.size());
 }
 
 /// Inserts a copy of `i` at the front of the queue: it is entered next.

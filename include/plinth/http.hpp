@@ -53,16 +53,24 @@ using request = http::request<http::string_body>;
 /// filled in by the server; a handler sets status, headers and body.
 using response = http::response<http::string_body>;
 
-/// Where a context keeps its response: a `std::optional<response>` in all it offers, except that
-/// a moved-from one is empty and the response itself lives on the heap. A context without a
+/// Where a context keeps its response: a `std::optional<response>` in what it offers (and
+/// convertible to and from one), except that the response lives on the heap. A context without a
 /// response (a request still in the chain, a suspended one above all) then carries a pointer
-/// instead of the response's 128 B, and the storage, once made, is kept for the next response
-/// (`reset` keeps it; a server reuses it for each request of a connection).
+/// instead of the response's 128 B. The storage, once made, is kept for the next response:
+/// `reset`, `= std::nullopt` and assigning a response keep it (a server reuses it for each
+/// request of a connection), while assigning another `optional_response` (`= {}` included) takes
+/// that one's storage. So a reference to the response lasts until the next such assignment, and
+/// a moved-from `optional_response` is empty.
 class optional_response {
 public:
     optional_response() noexcept = default;
     optional_response(std::nullopt_t) noexcept {}
     optional_response(response r) : box_(std::make_unique<std::optional<response>>(std::move(r))) {}
+    optional_response(std::optional<response> r)
+    {
+        if (r)
+            box_ = std::make_unique<std::optional<response>>(std::move(r));
+    }
     optional_response(const optional_response& other)
     {
         if (other)
@@ -85,7 +93,9 @@ public:
         reset();
         return *this;
     }
-    template <class R> // a template, so that `= {}` empties it, as it does an optional
+    // A template, as std::optional's: `= {}` then empties it, and `= {status, version}` makes a
+    // response.
+    template <class R = response>
         requires std::same_as<std::remove_cvref_t<R>, response>
     optional_response& operator=(R&& r)
     {
@@ -148,6 +158,16 @@ public:
     /// The response, or `fallback` when there is none.
     response value_or(response fallback) const& { return has_value() ? **box_ : std::move(fallback); }
     response value_or(response fallback) && { return has_value() ? std::move(**box_) : std::move(fallback); }
+
+    /// A copy as a `std::optional<response>`, or (from an rvalue) the response moved into one.
+    operator std::optional<response>() const& { return has_value() ? std::optional<response>(**box_) : std::nullopt; }
+    operator std::optional<response>() &&
+    {
+        return has_value() ? std::optional<response>(std::move(**box_)) : std::nullopt;
+    }
+
+    void swap(optional_response& other) noexcept { box_.swap(other.box_); }
+    friend void swap(optional_response& a, optional_response& b) noexcept { a.swap(b); }
 
     friend bool operator==(const optional_response& r, std::nullopt_t) noexcept { return !r; }
 

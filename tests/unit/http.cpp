@@ -115,6 +115,21 @@ TEST_CASE("a context's optional_response acts as an optional; its storage outliv
         CHECK(scope.allocations() == 1);
     }
     CHECK(moved.response.emplace(http::status::accepted, 11).result() == http::status::accepted);
+
+    // What code written for std::optional<response> does still compiles and works.
+    moved.response = {http::status::created, 11};
+    CHECK(moved.response->result() == http::status::created);
+    const std::optional<plinth::response> as_optional = moved.response;
+    REQUIRE(as_optional.has_value());
+    CHECK(as_optional->result() == http::status::created);
+    moved.response = std::optional<plinth::response>{};
+    CHECK_FALSE(moved.response);
+    moved.response = std::optional<plinth::response>{plinth::text("from an optional")};
+    CHECK(moved.response->body() == "from an optional");
+    plinth::context other;
+    swap(moved.response, other.response);
+    CHECK_FALSE(moved.response);
+    CHECK(other.response->body() == "from an optional");
 }
 
 TEST_CASE("make_handler adapts response(const request&) into an interceptor that sets the response", "[http]")

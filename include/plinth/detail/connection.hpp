@@ -414,9 +414,8 @@ public:
     {
         for (const auto& s : exchange_.suspensions) // only when the io_context is torn down mid-request
             s->release();
-        for (auto* s : {&exchange_.stream, &stream_}) // likewise: no callback may run now
-            if (*s)
-                (*s)->finish(close_reason::server_stopping, false);
+        if (exchange_.stream) // likewise: no callback may run now
+            exchange_.stream->finish(close_reason::server_stopping, false);
         {
             std::lock_guard lock(core_->mutex);
             if (registered_) {
@@ -704,12 +703,14 @@ private:
                 while (flushing_)
                     co_await wait_for_nudge();
             }
-            stream_ = std::exchange(exchange_.stream, nullptr);
-            if (stream_ && (failed || disconnected_)) { // the stream never began
-                stream_->finish(disconnected_ ? close_reason::client_gone : close_reason::failed);
-                stream_.reset();
+            // The stream this request opened, if any, stays in exchange_.stream while it is
+            // written (write_stream), and goes before the next request.
+            auto& opened = exchange_.stream;
+            if (opened && (failed || disconnected_)) { // the stream never began
+                opened->finish(disconnected_ ? close_reason::client_gone : close_reason::failed);
+                opened.reset();
             }
-            if (!stream_)
+            if (!opened)
                 stop_watching(); // a stream goes on watching: its client may leave at any time
             if (disconnected_) { // nothing is written to a client that left
                 finish_suspensions(true, std::make_exception_ptr(client_disconnected(failure_)));
@@ -720,10 +721,10 @@ private:
             keep_alive = keep_alive && !stopping_ && !core_->stopping.load(std::memory_order_relaxed);
             ++core_->requests; // counted before the write, so a client that has its answer sees it
 
-            if (stream_) {
+            if (opened) {
                 if (!co_await flush_deferred()) { // the stream never began
-                    stream_->finish(close_reason::client_gone);
-                    stream_.reset();
+                    opened->finish(close_reason::client_gone);
+                    opened.reset();
                     finish_suspensions(true, std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
                     co_return close();
                 }
@@ -880,7 +881,10 @@ private:
 
     // After the shutdown's grace a response may not take long to write either, nor an event
     // stream once a stop began (what is left to write is its last chunk).
-    bool cutting_short() const noexcept { return hard_stop_ || (stopping_ && stream_ && stream_->ends_on_stop); }
+    bool cutting_short() const noexcept
+    {
+        return hard_stop_ || (stopping_ && exchange_.stream && exchange_.stream->ends_on_stop);
+    }
 
     std::chrono::milliseconds write_deadline() const
     {
@@ -1244,7 +1248,7 @@ private:
     asio::awaitable<bool> write_stream(response& head, unsigned version, bool head_only, bool& keep_alive)
     {
         using clock = asio::steady_timer::clock_type;
-        const auto st = stream_;
+        const auto st = exchange_.stream;
         const bool chunked = version >= 11; // HTTP/1.0 has no chunks: the body ends with the connection
         keep_alive = keep_alive && chunked;
         head.version(version);
@@ -1356,7 +1360,7 @@ private:
             }
         }
         arm(phase::busy, {});
-        stream_.reset();
+        exchange_.stream.reset();
         stop_watching();
         --core_->policy.stats.streams;
         st->finish(reason); // on_close runs here, on the strand
@@ -1432,7 +1436,7 @@ private:
     void on_stream_wake(const std::weak_ptr<stream_state>& ws, bool abort)
     {
         auto s = ws.lock();
-        if (!s || s != stream_)
+        if (!s || s != exchange_.stream)
             return; // that stream is over
         nudge();
         if (abort) { // cut a write in progress short: the client is not reading
@@ -1512,13 +1516,7 @@ private:
     bool first_ = true;                     // no request read yet
     bool walk_cancelled_ = false;           // the walk was cancelled: start no more enter stages
     bool flushing_ = false;         // start_flush is writing the held answers
-    // Why the connection cannot go on: held answers failed to go out (start_flush), or the client
-    // left while a request waited (disconnected_). Either ends it, so one code serves both.
-    beast::error_code failure_;
-    static constexpr std::size_t max_deferred_bytes = 16 * 1024;
-    exchange exchange_;
-    std::shared_ptr<asio::cancellation_signal> cancel_request_; // cancels serve()'s current wait; see spawn
-    std::shared_ptr<stream_state> stream_;      // the response being streamed
+    // (The flags sit together, in one word or so: every connection carries them.)
     phase phase_ = phase::header;
     bool timed_out_ = false;          // the current phase's deadline passed
     bool stopping_ = false;           // the server is stopping: finish the current request, then close
@@ -1530,6 +1528,12 @@ private:
     bool closed_ = false;
     bool registered_ = false;
     bool watch_progress_ = false;     // a stream's write: a shrinking kernel queue is progress
+    // Why the connection cannot go on: held answers failed to go out (start_flush), or the client
+    // left while a request waited (disconnected_). Either ends it, so one code serves both.
+    beast::error_code failure_;
+    static constexpr std::size_t max_deferred_bytes = 16 * 1024;
+    exchange exchange_;
+    std::shared_ptr<asio::cancellation_signal> cancel_request_; // cancels serve()'s current wait; see spawn
     connection* live_prev_ = nullptr; // in server_core::live, under its mutex
     connection* live_next_ = nullptr;
     friend struct server_core;

@@ -13,8 +13,9 @@ namespace plinth::detail {
 
 /// A mutex in four bytes, for state there is one of per suspended request (std::mutex takes 40,
 /// and a server holds tens of thousands of them). Uncontended, lock and unlock are one atomic
-/// operation each; a contended lock sleeps (C++20 atomic wait: a futex on Linux) until an unlock
-/// wakes it, and never spins. Drepper's "Futexes Are Tricky", mutex 3: the state says whether
+/// operation each; a contended lock sleeps (C++20 atomic wait: a futex on Linux, after the
+/// library's own brief spin and yield, as std::mutex's pthread lock may too) until an unlock
+/// wakes it. Drepper's "Futexes Are Tricky", mutex 3: the state says whether
 /// anyone may be asleep, so an uncontended unlock makes no system call. Not recursive; meets
 /// Lockable, for std::lock_guard and std::unique_lock.
 class small_mutex {
@@ -28,7 +29,7 @@ public:
         std::uint32_t s = unlocked;
         if (state_.compare_exchange_strong(s, locked, std::memory_order_acquire, std::memory_order_relaxed))
             return;
-        // Contended: say so, then sleep until the state changes; whoever takes it from here
+        // Contended: say so, then wait until the state changes; whoever takes it from here
         // leaves it marked contended (there may be other sleepers), which costs one wake too many
         // at worst.
         if (s != contended)
