@@ -16,11 +16,20 @@
 namespace {
 
 std::atomic<std::size_t> allocations{0};
+std::atomic<long> fail_countdown{-1}; // see failing_allocation: -1 is off
+
+// True for the allocation that failing_allocation picked (once).
+bool fail_this_one() noexcept
+{
+    return fail_countdown.load(std::memory_order_relaxed) >= 0 && fail_countdown.fetch_sub(1) == 0;
+}
 
 // Plain new: retry through the new-handler, as the standard's operator new does.
 void* allocate(std::size_t size)
 {
     allocations.fetch_add(1, std::memory_order_relaxed);
+    if (fail_this_one())
+        throw std::bad_alloc();
     if (size == 0)
         size = 1;
     for (;;) {
@@ -36,6 +45,8 @@ void* allocate(std::size_t size)
 void* allocate(std::size_t size, std::align_val_t al)
 {
     allocations.fetch_add(1, std::memory_order_relaxed);
+    if (fail_this_one())
+        throw std::bad_alloc();
     auto alignment = static_cast<std::size_t>(al);
     if (alignment < sizeof(void*))
         alignment = sizeof(void*); // posix_memalign wants a multiple of sizeof(void*)
@@ -81,6 +92,10 @@ std::size_t allocation_count() noexcept { return allocations.load(std::memory_or
 allocation_scope::allocation_scope() noexcept : start_(allocation_count()) {}
 
 std::size_t allocation_scope::allocations() const noexcept { return allocation_count() - start_; }
+
+failing_allocation::failing_allocation(std::size_t n) noexcept { fail_countdown.store(static_cast<long>(n)); }
+
+failing_allocation::~failing_allocation() { fail_countdown.store(-1); }
 
 } // namespace plinth_test
 

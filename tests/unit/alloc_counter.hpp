@@ -36,6 +36,15 @@ private:
     std::size_t start_;
 };
 
+/// While it lives, the `n`th allocation through operator new from now on (0: the next) throws
+/// std::bad_alloc, once: for tests of what a failed allocation leaves behind. Process-wide.
+struct failing_allocation {
+    explicit failing_allocation(std::size_t n) noexcept;
+    failing_allocation(const failing_allocation&) = delete;
+    failing_allocation& operator=(const failing_allocation&) = delete;
+    ~failing_allocation();
+};
+
 } // namespace plinth_test
 
 #endif

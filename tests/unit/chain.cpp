@@ -503,6 +503,35 @@ TEST_CASE("chain: enqueue appends after everything queued, enqueue_front puts an
     }
 }
 
+TEST_CASE("chain: an enqueue_front that cannot allocate leaves the walk's queue as it was", "[chain]")
+{
+    // The walk keeps spans of interceptors; putting one inside a span splits it, which may need
+    // room for two more spans. Here: the chain's three, then a route's one, then x inserted after
+    // the first. The room is made before anything changes.
+    const int chain_own[3] = {}, route[1] = {}, x = 0;
+    plinth::detail::walk_list<int> walk;
+    walk.append(chain_own, 3);
+    walk.append(route, 1);
+    {
+        plinth_test::failing_allocation fail(0);
+        REQUIRE_THROWS_AS(walk.insert(1, &x), std::bad_alloc);
+    }
+    REQUIRE(walk.size() == 4);
+    CHECK(walk[0] == &chain_own[0]);
+    CHECK(walk[1] == &chain_own[1]);
+    CHECK(walk[2] == &chain_own[2]);
+    CHECK(walk[3] == &route[0]);
+
+    walk.insert(1, &x);
+    REQUIRE(walk.size() == 5);
+    CHECK(walk[1] == &x);
+    CHECK(walk[2] == &chain_own[1]);
+    CHECK(walk[4] == &route[0]);
+    walk.truncate(2); // terminate after x: the rest of the queue goes
+    REQUIRE(walk.size() == 2);
+    CHECK(walk[1] == &x);
+}
+
 TEST_CASE("chain: enqueue, enqueue_front, enqueue_ref and terminate outside an execution throw std::logic_error",
           "[chain]")
 {
