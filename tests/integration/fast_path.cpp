@@ -330,6 +330,16 @@ bool answered_200(int fd)
     return ok;
 }
 
+// One request parked and answered first: what a server allocates once (caches, the Date buffer)
+// is not a request's.
+void warm_up(parking& lot, std::uint16_t port)
+{
+    const int warm = park_one(port);
+    REQUIRE(lot.wait_for(1));
+    lot.resume_all();
+    REQUIRE(answered_200(warm));
+}
+
 } // namespace
 
 TEST_CASE("fast path: a suspended request holds no coroutine frame, under 1.875 KiB of heap with its connection",
@@ -353,11 +363,7 @@ TEST_CASE("fast path: a suspended request holds no coroutine frame, under 1.875 
     parking lot(held + 1);
     test_server srv{{lot.route()}, {}, {}, 1};
 
-    // One round first: what a server allocates once (caches, the Date buffer) is not a request's.
-    const int warm = park_one(srv.port());
-    REQUIRE(lot.wait_for(1));
-    lot.resume_all();
-    REQUIRE(answered_200(warm));
+    warm_up(lot, srv.port());
 
     std::vector<int> fds;
     fds.reserve(held);
@@ -386,10 +392,7 @@ TEST_CASE("fast path: a connection parked again after answering holds no more th
     constexpr std::size_t held = 300;
     parking lot(held + 1);
     test_server srv{{lot.route()}, {}, {}, 1};
-    const int warm = park_one(srv.port());
-    REQUIRE(lot.wait_for(1));
-    lot.resume_all();
-    REQUIRE(answered_200(warm));
+    warm_up(lot, srv.port());
 
     const std::size_t before = heap_in_use();
     std::vector<int> fds;
