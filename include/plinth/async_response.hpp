@@ -72,19 +72,27 @@ struct cancellation {
 struct disconnection {};
 
 /// The shared state behind every copy of a handle. All state changes happen under `mutex_`;
-/// callbacks, the waiter and the timer run on `executor_` (the connection's strand), never under
-/// the lock.
+/// callbacks, the waiter and the timer run on `*executor_` (the connection's strand), never
+/// under the lock.
+///
+/// The executor and the log function are borrowed, not copied (64 B less for each suspended
+/// request): whoever makes a suspension keeps both alive until it is completed or released.
+/// A server's connection does (it releases its requests' suspensions before it goes); a
+/// standalone handle's state owns them (see owning_suspension).
 template <class Result>
 class suspension : public std::enable_shared_from_this<suspension<Result>>, private held_waiter {
 public:
     using handle = basic_async_response<Result>;
     using outcome = std::variant<std::monostate, Result, std::exception_ptr, cancellation, disconnection>;
 
-    // `log` is shared: a server's suspensions all point at its one log function.
-    suspension(asio::any_io_executor executor, std::shared_ptr<const log_function> log)
-        : executor_(std::move(executor)), log_(std::move(log))
+    // `log` may be null (no log).
+    suspension(const asio::any_io_executor& executor, const log_function* log) noexcept
+        : executor_(&executor), log_(log)
     {
     }
+
+    /// A handle to `s`.
+    static handle handle_of(std::shared_ptr<suspension> s) noexcept { return handle{std::move(s)}; }
 
     ~suspension() { release(); } // a waiter that owned no reference to it (a unit test's)
 
@@ -118,7 +126,8 @@ public:
             return false;
         const auto generation = ++generation_; // disarms any earlier timer
         const auto deadline = std::chrono::steady_clock::now() + d; // counts from the call
-        auto executor = executor_;
+        asio::any_io_executor executor = *executor_;
+        timer_used_ = true;
         lock.unlock();
         // From another thread this runs later, maybe after a newer set_timeout ran inline on the
         // strand: only the newest generation may touch the timer.
@@ -226,15 +235,15 @@ public:
     void release() noexcept
     {
         detached d; // destroyed last: its handler may own this suspension
-        asio::any_io_executor executor;
         std::unique_ptr<callbacks> cb; // destroyed outside the lock: they may own handles
+        stored o;                      // likewise (a result may)
         {
             std::lock_guard lock(mutex_);
             done_ = completed_ = true;
             ++generation_;
-            outcome_ = std::monostate{};
+            o.swap(outcome_);
             cb.swap(callbacks_);
-            executor.swap(executor_);
+            executor_ = nullptr; // it may be gone once this returns
             detach_waiter(d);
         }
         if (d.registry)
@@ -268,7 +277,8 @@ private:
                 hold(std::move(wrapped), slot);
                 return; // win() wakes it
             }
-            executor = executor_;
+            if (executor_)
+                executor = *executor_;
         }
         // Resolved already (a handler may resume before its stage returned): nothing to keep.
         if (executor)
@@ -283,11 +293,11 @@ private:
     void hold(Wrapped wrapped, asio::cancellation_slot slot)
     {
         waiter w{exactly_allocated(std::move(wrapped))};
-        auto& registry = asio::use_service<held_waiters>(asio::query(executor_, asio::execution::context));
+        auto& registry = asio::use_service<held_waiters>(asio::query(*executor_, asio::execution::context));
         if (slot.is_connected())
             slot.template emplace<waiter_cancellation>(this->weak_from_this());
         try {
-            registry.add(*this, executor_);
+            registry.add(*this, *executor_);
         }
         catch (...) {
             if (slot.is_connected())
@@ -304,13 +314,20 @@ private:
     template <class Handler>
     static auto wrap_waiter(Handler handler)
     {
-        if constexpr (std::is_same_v<asio::associated_executor_t<Handler, asio::system_executor>, asio::system_executor>)
+        if constexpr (is_slot_binder<Handler>::value) // its slot is served already: 8 B less to keep
+            return wrap_waiter(std::move(handler.get()));
+        else if constexpr (std::is_same_v<asio::associated_executor_t<Handler, asio::system_executor>, asio::system_executor>)
             return [h = std::move(handler)](outcome o) mutable { std::move(h)(std::move(o)); };
         else
             return [ex = asio::get_associated_executor(handler), h = std::move(handler)](outcome o) mutable {
                 asio::dispatch(ex, [h = std::move(h), o = std::move(o)]() mutable { std::move(h)(std::move(o)); });
             };
     }
+
+    template <class T>
+    struct is_slot_binder : std::false_type {};
+    template <class T, class S>
+    struct is_slot_binder<asio::cancellation_slot_binder<T, S>> : std::true_type {};
 
     // What a cancellation of the waiter's slot does: the client went away (or the server's grace
     // ended), unless something else won first. win() then wakes the waiter.
@@ -373,7 +390,8 @@ private:
         }
         return std::visit(
             [](auto& v) -> outcome {
-                if constexpr (std::is_same_v<std::decay_t<decltype(v)>, std::unique_ptr<Result>>)
+                using T = std::decay_t<decltype(v)>;
+                if constexpr (std::is_same_v<T, std::unique_ptr<Result>> || std::is_same_v<T, std::unique_ptr<cancellation>>)
                     return std::move(*v);
                 else
                     return std::move(v);
@@ -381,16 +399,19 @@ private:
             s);
     }
 
-    // What won, as kept until the waiter takes it: a result is boxed, so that a suspended
-    // request holds a pointer for it while it waits rather than sizeof(Result) (a response is 120 B).
-    using stored = std::variant<std::monostate, std::unique_ptr<Result>, std::exception_ptr, cancellation, disconnection>;
+    // What won, as kept until the waiter takes it: a result or a cancellation is boxed, so that a
+    // suspended request holds a pointer for it while it waits rather than its size (a response
+    // is 120 B; a cancellation's 16 B would make this 24).
+    using stored = std::variant<std::monostate, std::unique_ptr<Result>, std::exception_ptr, std::unique_ptr<cancellation>,
+                                disconnection>;
 
     static stored box(outcome o)
     {
         return std::visit(
             [](auto& v) -> stored {
-                if constexpr (std::is_same_v<std::decay_t<decltype(v)>, Result>)
-                    return std::make_unique<Result>(std::move(v));
+                using T = std::decay_t<decltype(v)>;
+                if constexpr (std::is_same_v<T, Result> || std::is_same_v<T, cancellation>)
+                    return std::make_unique<T>(std::move(v));
                 else
                     return std::move(v);
             },
@@ -398,7 +419,7 @@ private:
     }
 
     // The timer of `generation` fired (on the strand).
-    void expired(std::uint64_t generation)
+    void expired(std::uint32_t generation)
     {
         std::function<void(handle)> h;
         {
@@ -422,7 +443,7 @@ private:
 
     // The default outcome of a timeout, unless the handler resolved or re-armed meanwhile: the
     // check and the win are one critical section, or a resume could win in between.
-    void resolve_timeout(std::uint64_t generation, std::exception_ptr e)
+    void resolve_timeout(std::uint32_t generation, std::exception_ptr e)
     {
         std::unique_lock lock(mutex_);
         if (done_ || generation != generation_)
@@ -438,15 +459,17 @@ private:
         timed_out_ = timed_out;
         outcome_ = std::move(o);
         ++generation_; // disarms the timeout
-        auto executor = executor_;
+        asio::any_io_executor executor = *executor_; // (not done yet: it is there)
+        const bool timer_used = timer_used_;
         detached d;
         detach_waiter(d);
         lock.unlock();
         wake(executor, std::move(d.handler), d.registry);
-        asio::dispatch(executor, [self = this->shared_from_this()] {
-            if (self->timer_)
-                self->timer_->cancel();
-        });
+        if (timer_used) // no post for the many that never set one
+            asio::dispatch(executor, [self = this->shared_from_this()] {
+                if (self->timer_)
+                    self->timer_->cancel();
+            });
     }
 
     void finish(bool disconnected, std::exception_ptr error)
@@ -464,7 +487,8 @@ private:
             outcome_ = std::monostate{};
             cb.swap(callbacks_);
             // A handle may outlive the io_context: keep nothing that refers to it.
-            executor.swap(executor_);
+            if (executor_)
+                executor = *std::exchange(executor_, nullptr);
             detach_waiter(d);
         }
         wake(executor, std::move(d.handler), d.registry); // only if a waiter is left, which the connection never does
@@ -493,6 +517,7 @@ private:
         }
     }
 
+    // (Only before completion, or while finish() runs: the log is borrowed.)
     void log(const std::string& line) const noexcept
     {
         if (!log_ || !*log_)
@@ -509,7 +534,8 @@ private:
     bool cancelled_ = false;
     bool timed_out_ = false;
     bool completed_ = false;
-    std::uint64_t generation_ = 0;
+    bool timer_used_ = false; // set_timeout was called: a win cancels the timer
+    std::uint32_t generation_ = 0; // (wrapping would take 2^32 set_timeouts during one wait)
     stored outcome_;
     struct callbacks {
         std::function<void(handle)> on_timeout;
@@ -526,13 +552,31 @@ private:
         return *callbacks_;
     }
 
-    asio::any_io_executor executor_; // guarded by mutex_; emptied at completion
-    const std::shared_ptr<const log_function> log_;
+    const asio::any_io_executor* executor_; // guarded by mutex_; null from completion on
+    const log_function* const log_;
     waiter waiter_;                      // guarded by mutex_; see async_wait
     held_waiters* registry_ = nullptr;   // guarded by mutex_: set while waiter_ is held
     asio::cancellation_slot waiter_slot_; // the waiter's; touched on the strand
     // Touched on the strand only; reset at completion.
     std::unique_ptr<asio::steady_timer> timer_; // made by the first set_timeout: many never time out
+};
+
+// What a standalone suspension owns (a base, so that it is made before the suspension that
+// borrows it and goes after).
+struct suspension_resources {
+    asio::any_io_executor executor;
+    std::shared_ptr<const log_function> log;
+};
+
+/// A suspension that owns its executor and log function, for a handle made outside a server.
+template <class Result>
+class owning_suspension final : private suspension_resources, public suspension<Result> {
+public:
+    owning_suspension(asio::any_io_executor executor, std::shared_ptr<const log_function> log)
+        : suspension_resources{std::move(executor), std::move(log)}
+        , suspension<Result>(suspension_resources::executor, suspension_resources::log.get())
+    {
+    }
 };
 
 } // namespace detail
@@ -627,7 +671,7 @@ public:
     static basic_async_response make(asio::any_io_executor executor, std::shared_ptr<const log_function> log)
     {
         return basic_async_response{
-            std::make_shared<detail::suspension<Result>>(std::move(executor), std::move(log))};
+            std::make_shared<detail::owning_suspension<Result>>(std::move(executor), std::move(log))};
     }
 
     /// The same without a log.

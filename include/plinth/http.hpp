@@ -332,7 +332,9 @@ struct exchange {
     boost::container::small_vector<std::shared_ptr<detail::suspension<response>>, 1> suspensions;
     /// The streamed body this request opened, written by the connection after the head.
     std::shared_ptr<detail::stream_state> stream;
-    detail::exchange_owner* owner = nullptr;       ///< null outside a server
+    /// Null outside a server. A server's connection completes or releases `suspensions` before
+    /// the exchange and `policy` go: they borrow `executor` and the policy's log.
+    detail::exchange_owner* owner = nullptr;
     detail::suspension_policy* policy = nullptr;   ///< null outside a server
 };
 
@@ -426,7 +428,12 @@ std::shared_ptr<suspension<response>> begin_suspension(context& ctx, Setup& setu
         --policy->stats.suspended;
         throw http_error(http::status::service_unavailable, "Too many suspended requests");
     }
-    auto handle = policy ? async_response::make(ex.executor, policy->log) : async_response::make(ex.executor);
+    // A server's connection releases its suspensions before it goes: they borrow its strand
+    // and the server's log (see suspension).
+    auto handle = ex.owner ? suspension<response>::handle_of(std::make_shared<suspension<response>>(
+                                 ex.executor, policy ? policy->log.get() : nullptr))
+                 : policy ? async_response::make(ex.executor, policy->log)
+                          : async_response::make(ex.executor);
     auto state = handle.state();
     ex.suspensions.push_back(state);
     if (policy && policy->default_timeout > policy->default_timeout.zero())

@@ -468,4 +468,10 @@ TEST_CASE("async_response: a handle kept after its io_context is gone answers fa
     CHECK(kept->is_done());
     CHECK_FALSE(kept->resume(plinth::text("too late")));
     CHECK_FALSE(kept->cancel());
+    // The suspension borrowed the connection's strand and the server's log: nothing may reach
+    // them now (ASan would see it).
+    CHECK_FALSE(kept->set_timeout(std::chrono::milliseconds(1)));
+    CHECK_FALSE(kept->on_timeout([](plinth::async_response) {}));
+    CHECK_FALSE(kept->on_complete([](std::exception_ptr) {}));
+    CHECK_FALSE(kept->on_disconnect([] {}));
 }

@@ -426,6 +426,29 @@ TEST_CASE("async_response: a waiter keeps io_context::run from returning, as a p
     ar.state()->complete(nullptr);
 }
 
+TEST_CASE("async_response: a resume from outside the strand runs one handler there, and a second one to stop the "
+          "timer only when a timeout was set",
+          "[async_response]")
+{
+    // The wake-up is the waiter's handler; a suspension that never set a timeout has no timer to
+    // cancel, and posting for it anyway cost every resume a second trip through the io_context.
+    for (const bool timeout : {false, true}) {
+        asio::io_context ioc;
+        auto ar = async_response::make(ioc.get_executor(), nullptr);
+        bool woken = false;
+        ar.state()->async_wait([&](outcome) { woken = true; });
+        if (timeout) {
+            CHECK(ar.set_timeout(600s));
+            ioc.poll(); // arms the timer
+            ioc.restart();
+        }
+        CHECK(ar.resume(plinth::text("x"))); // not inside run(): everything it starts is posted
+        CHECK(ioc.poll() == (timeout ? 3u : 1u)); // (with a timer: its cancel, then the cancelled wait's handler)
+        CHECK(woken);
+        ar.state()->complete(nullptr);
+    }
+}
+
 namespace {
 asio::awaitable<void> wait_owning(async_response ar, std::shared_ptr<int> /*owned*/, bool* called)
 {

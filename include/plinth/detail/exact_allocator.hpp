@@ -6,9 +6,12 @@
 #ifndef PLINTH_DETAIL_EXACT_ALLOCATOR_HPP
 #define PLINTH_DETAIL_EXACT_ALLOCATOR_HPP
 
-#include <boost/asio/bind_allocator.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/system_executor.hpp>
 
 #include <memory>
+#include <type_traits>
 #include <utility>
 
 namespace plinth::detail {
@@ -43,10 +46,46 @@ struct exact_allocator : std::allocator<T> {
 };
 
 /// `handler`, allocated to size when it is a long wait's (see exact_allocator).
+/// `handler` with exact_allocator as its associated allocator. Unlike `asio::bind_allocator`,
+/// whose empty allocator member still takes 8 B, the wrapper is the handler's size: each
+/// suspended request keeps three such handlers, and a few bytes decide which malloc bin holds
+/// them. The handler may have no associated executor or cancellation slot of its own (they
+/// would be hidden): the handlers wrapped here are lambdas.
+template <class Handler>
+class exact_handler {
+public:
+    using allocator_type = exact_allocator<void>;
+
+    explicit exact_handler(Handler h) noexcept(std::is_nothrow_move_constructible_v<Handler>) : handler_(std::move(h)) {}
+
+    allocator_type get_allocator() const noexcept { return {}; }
+
+    template <class... Args>
+    decltype(auto) operator()(Args&&... args) &&
+    {
+        return std::move(handler_)(std::forward<Args>(args)...);
+    }
+
+    template <class... Args>
+    decltype(auto) operator()(Args&&... args) &
+    {
+        return handler_(std::forward<Args>(args)...);
+    }
+
+private:
+    Handler handler_;
+};
+
 template <class Handler>
 auto exactly_allocated(Handler&& handler)
 {
-    return boost::asio::bind_allocator(exact_allocator<void>(), std::forward<Handler>(handler));
+    using plain = std::decay_t<Handler>;
+    static_assert(std::is_same_v<boost::asio::associated_executor_t<plain, boost::asio::system_executor>,
+                                 boost::asio::system_executor>,
+                  "exactly_allocated would hide the handler's executor");
+    static_assert(std::is_same_v<boost::asio::associated_cancellation_slot_t<plain>, boost::asio::cancellation_slot>,
+                  "exactly_allocated would hide the handler's cancellation slot");
+    return exact_handler<plain>(std::forward<Handler>(handler));
 }
 
 } // namespace plinth::detail
