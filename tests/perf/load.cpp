@@ -20,6 +20,10 @@
 //       reports how late each 503 came: arrival - send - T.
 //   plinth-perf-load waits --port P --n N [--target /wait?ms=1000]
 //       GET <target> with Connection: close on N connections at once; expects N 200s.
+//   plinth-perf-load stalls [--seconds S]
+//       no server: reads the clock in a loop for S seconds (2) and reports the gaps over 20 µs,
+//       when this thread did not run (an interrupt, the hypervisor). Run on the server's CPU, it
+//       tells how much of a latency tail the machine itself makes.
 //
 // Common flags: --timeout-s S (120) overall limit; --per-address A (5000) connections per
 // source address, 127.0.0.2 upwards; --connect-concurrency C (500) connects in flight (a server
@@ -616,12 +620,41 @@ private:
     bool resume_sent_ = false, done_ = false, aborted_ = false;
 };
 
+// The stalls subcommand: spins on purpose (it measures when it is not running).
+int measure_stalls(unsigned seconds)
+{
+    constexpr double threshold_us = 20;
+    std::vector<double> gaps;
+    const auto start = clock_type::now();
+    const auto end = start + std::chrono::seconds(seconds);
+    for (auto last = start;;) {
+        const auto now = clock_type::now();
+        if (now >= end)
+            break;
+        if (const double gap = std::chrono::duration<double, std::micro>(now - last).count(); gap > threshold_us)
+            gaps.push_back(gap);
+        last = now;
+    }
+    std::sort(gaps.begin(), gaps.end());
+    double total_us = 0, over_100 = 0;
+    for (double g : gaps) {
+        total_us += g;
+        over_100 += g > 100;
+    }
+    std::printf("mode=stalls seconds=%u stalls_per_s=%.1f over_100us_per_s=%.1f stalled_ms_per_s=%.2f "
+                "p50_us=%.1f max_us=%.1f\n",
+                seconds, static_cast<double>(gaps.size()) / seconds, over_100 / seconds, total_us / 1000 / seconds,
+                gaps.empty() ? 0.0 : gaps[gaps.size() / 2], gaps.empty() ? 0.0 : gaps.back());
+    return 0;
+}
+
 int usage(const char* message)
 {
     std::cerr << "plinth-perf-load: " << message << "\n"
               << "usage: plinth-perf-load capacity|latency|timeouts|waits --port P --n N [--rate R]\n"
               << "       [--timeout-ms T] [--target /wait?ms=1000] [--timeout-s 120] [--per-address 5000]\n"
-              << "       [--connect-concurrency 500] [--dump FILE]\n";
+              << "       [--connect-concurrency 500] [--dump FILE]\n"
+              << "   or: plinth-perf-load stalls [--seconds 2]\n";
     return 2;
 }
 
@@ -633,6 +666,14 @@ int main(int argc, char** argv)
         return usage("no subcommand");
     options opt;
     const std::string_view what = argv[1];
+    if (what == "stalls") {
+        unsigned seconds = 2;
+        if (argc == 4 && std::string_view(argv[2]) == "--seconds" && number<unsigned>(argv[3]))
+            seconds = std::max(1u, *number<unsigned>(argv[3]));
+        else if (argc != 2)
+            return usage("stalls takes --seconds S only");
+        return measure_stalls(seconds);
+    }
     if (what == "capacity")
         opt.what = mode::capacity;
     else if (what == "latency")

@@ -53,7 +53,7 @@ def goal(ok, text):
 
 out = []
 out.append(f"Measured on {date}, {machine}, by `tests/perf/run` (medians of "
-           f"{rounds('hello_50', 'plinth')} rounds; servers alternate within each round, pinned to CPU 0, "
+           f"{rounds('hello_50', 'plinth')} rounds, of {rounds('latency', 'plinth')} runs for resume latency; servers alternate within each round, pinned to CPU 0, "
            f"load generators to CPU 1). The machine is shared: compare ratios, not absolute figures.")
 out.append("")
 
@@ -87,10 +87,24 @@ for n in (1000, 10000, 19000):
     text = f"{fmt(per)} B ({fmt(per / 1024 if per else None, 2)} KiB) per request, {fmt(answered)} of {n:,} answered"
     g = goal(per is not None and per <= 1.5 * 1024 and answered == n, "<= 1.5 KiB at 19,000") if n == 19000 else ""
     out.append(f"| server RSS held for {n:,} suspended requests | {text} | {g} |")
+b_per = median("capacity_19000", "beast", "bytes_per_request")
+b_answered = median("capacity_19000", "beast", "answered")
+p_per = median("capacity_19000", "plinth", "bytes_per_request")
+b_ratio = f" (plinth {fmt(p_per / b_per, 2)}x)" if p_per and b_per else ""
+out.append(f"| the same, 19,000 held by the minimal Beast server (a coroutine waiting on a timer per request) "
+           f"| {fmt(b_per)} B ({fmt(b_per / 1024 if b_per else None, 2)} KiB) per request{b_ratio}, "
+           f"{fmt(b_answered)} of 19,000 answered | |")
 p50, p99, p999 = (median("latency", "plinth", k) for k in ("p50_us", "p99_us", "p999_us"))
 out.append(f"| resume latency, 10,000 suspended resumed 10,000/s by a worker thread (resume call to last byte) "
            f"| p50 {fmt(p50, 1)} µs, p99 {fmt(p99, 1)} µs, p99.9 {fmt(p999, 1)} µs "
            f"| {goal(p99 is not None and p99 <= 100, 'p99 <= 100 µs')} |")
+bp50, bp99, bp999 = (median("latency", "beast", k) for k in ("p50_us", "p99_us", "p999_us"))
+out.append(f"| the same, minimal Beast server (its worker cancels the waiting coroutine's timer on the strand) "
+           f"| p50 {fmt(bp50, 1)} µs, p99 {fmt(bp99, 1)} µs, p99.9 {fmt(bp999, 1)} µs | |")
+st = {k: median("stalls", "machine", k) for k in ("stalls_per_s", "over_100us_per_s", "stalled_ms_per_s", "max_us")}
+out.append(f"| this machine's stalls of the server's CPU: gaps over 20 µs in a thread spinning on it for 2 s "
+           f"| {fmt(st['stalls_per_s'])} per s, {fmt(st['over_100us_per_s'], 1)} per s over 100 µs, "
+           f"{fmt(st['stalled_ms_per_s'], 1)} ms per s stalled, longest {fmt(st['max_us'])} µs | |")
 spread = median("timeouts", "plinth", "spread_ms")
 late50 = median("timeouts", "plinth", "p50_ms")
 out.append(f"| timeout precision, 10,000 suspended with a 1 s timeout: spread of the 503s' lateness (sent 10,000/s) "

@@ -15,7 +15,16 @@
 //
 // GET /hello        200 text/plain "Hello, World!"
 // GET /wait?ms=N    200 "waited" after an N ms steady_timer (no thread held)
+// GET /park         held until POST /resume: the session's coroutine waits on a timer that never
+//                   expires (Asio's usual event), which the resume cancels on its strand
+// POST /resume?rate=R  202 at once; a worker thread then resumes every parked request, R per
+//                   second (0: as fast as it can), each body the steady clock (CLOCK_MONOTONIC,
+//                   ns) read just before its resume, as plinth's benchmark server does
+// GET /stats        {"suspended":S,"connections":C,"rss_kib":K}
 // anything else     404
+//
+// The park and resume are the floor for plinth's suspended requests: the same hand-off from a
+// worker thread to a connection's strand, and what a coroutine frame per waiting request costs.
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -33,9 +42,15 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <chrono>
+#include <fstream>
 #include <iostream>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -85,7 +100,60 @@ http::response<http::string_body> text(http::status status, const http::request<
     return res;
 }
 
-asio::awaitable<http::response<http::string_body>> handle(const http::request<http::string_body>& req)
+std::uint64_t rss_kib()
+{
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+        if (line.starts_with("VmRSS:"))
+            return std::stoull(line.substr(6));
+    return 0;
+}
+
+// A parked request: its session waits on `wake` until a worker has set `body` and cancelled it.
+struct parked {
+    explicit parked(const asio::any_io_executor& strand) : wake(strand, asio::steady_timer::time_point::max()) {}
+    asio::steady_timer wake;
+    std::string body;
+};
+
+// Parked requests, resumed by a worker thread at a steady rate; and what /stats reports.
+class parking_lot {
+public:
+    void park(std::shared_ptr<parked> p)
+    {
+        std::lock_guard lock(mutex_);
+        parked_.push_back(std::move(p));
+    }
+
+    void resume_all(unsigned rate)
+    {
+        std::vector<std::shared_ptr<parked>> batch;
+        std::lock_guard lock(mutex_);
+        batch.swap(parked_);
+        workers_.emplace_back([batch = std::move(batch), rate] {
+            const auto start = std::chrono::steady_clock::now();
+            std::size_t i = 0;
+            for (const auto& p : batch) {
+                if (rate != 0)
+                    std::this_thread::sleep_until(start + i++ * std::chrono::nanoseconds(1'000'000'000 / rate));
+                const auto now = std::chrono::steady_clock::now().time_since_epoch();
+                p->body = std::to_string(std::chrono::nanoseconds(now).count());
+                asio::post(p->wake.get_executor(), [p] { p->wake.cancel(); });
+            }
+        });
+    }
+
+    std::atomic<std::size_t> suspended{0};
+    std::atomic<std::size_t> connections{0};
+
+private:
+    std::mutex mutex_;
+    std::vector<std::shared_ptr<parked>> parked_;
+    std::vector<std::jthread> workers_;
+};
+
+asio::awaitable<http::response<http::string_body>> handle(const http::request<http::string_body>& req,
+                                                          parking_lot& lot)
 {
     std::string_view target = req.target();
     std::string_view path = target.substr(0, target.find('?'));
@@ -96,11 +164,31 @@ asio::awaitable<http::response<http::string_body>> handle(const http::request<ht
         co_await timer.async_wait(use_tuple);
         co_return text(http::status::ok, req, "waited");
     }
+    if (req.method() == http::verb::get && path == "/park") {
+        auto p = std::make_shared<parked>(co_await asio::this_coro::executor);
+        ++lot.suspended;
+        lot.park(p);
+        co_await p->wake.async_wait(use_tuple); // cancelled by the resume
+        --lot.suspended;
+        co_return text(http::status::ok, req, p->body);
+    }
+    if (req.method() == http::verb::post && path == "/resume") {
+        lot.resume_all(query(target, "rate"));
+        co_return text(http::status::accepted, req, "resuming");
+    }
+    if (req.method() == http::verb::get && path == "/stats") {
+        auto res = text(http::status::ok, req,
+                        "{\"suspended\":" + std::to_string(lot.suspended.load()) + ",\"connections\":" +
+                            std::to_string(lot.connections.load()) + ",\"rss_kib\":" + std::to_string(rss_kib()) + "}");
+        res.set(http::field::content_type, "application/json");
+        co_return res;
+    }
     co_return text(http::status::not_found, req, "Not Found");
 }
 
-asio::awaitable<void> session(beast::tcp_stream stream)
+asio::awaitable<void> session(beast::tcp_stream stream, parking_lot& lot)
 {
+    ++lot.connections;
     // Kept across requests: a read may bring in several pipelined requests, and the ones after
     // the first are parsed from here by the next async_read without touching the socket.
     beast::flat_buffer buffer;
@@ -110,16 +198,18 @@ asio::awaitable<void> session(beast::tcp_stream stream)
         auto [ec, read] = co_await http::async_read(stream, buffer, req, use_tuple);
         if (ec) // end_of_stream, a reset, the timeout, or a request Beast could not parse
             break;
-        auto res = co_await handle(req);
+        stream.expires_never(); // a parked request waits as long as it is parked
+        auto res = co_await handle(req, lot);
         auto [wec, written] = co_await http::async_write(stream, res, use_tuple);
         if (wec || !res.keep_alive())
             break;
     }
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    --lot.connections;
 }
 
-asio::awaitable<void> listen(tcp::acceptor acceptor)
+asio::awaitable<void> listen(tcp::acceptor acceptor, parking_lot& lot)
 {
     auto& ioc = static_cast<asio::io_context&>(acceptor.get_executor().context());
     for (;;) {
@@ -134,7 +224,7 @@ asio::awaitable<void> listen(tcp::acceptor acceptor)
         beast::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
         auto ex = socket.get_executor();
-        asio::co_spawn(ex, session(beast::tcp_stream(std::move(socket))), asio::detached);
+        asio::co_spawn(ex, session(beast::tcp_stream(std::move(socket)), lot), asio::detached);
     }
 }
 
@@ -159,6 +249,7 @@ int main(int argc, char** argv)
     }
 
     asio::io_context ioc{static_cast<int>(threads)};
+    parking_lot lot; // goes first: its workers are joined, and its timers go, while the io_context still exists
     tcp::acceptor acceptor{ioc};
     tcp::endpoint endpoint{asio::ip::make_address_v4("127.0.0.1"), port};
     acceptor.open(endpoint.protocol());
@@ -166,7 +257,7 @@ int main(int argc, char** argv)
     acceptor.bind(endpoint);
     acceptor.listen(asio::socket_base::max_listen_connections);
     std::cout << "perf-beast-server listening on 127.0.0.1:" << acceptor.local_endpoint().port() << std::endl;
-    asio::co_spawn(ioc, listen(std::move(acceptor)), asio::detached);
+    asio::co_spawn(ioc, listen(std::move(acceptor), lot), asio::detached);
 
     asio::signal_set signals{ioc, SIGINT, SIGTERM};
     signals.async_wait([&](auto, int) { ioc.stop(); });
