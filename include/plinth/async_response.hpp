@@ -90,6 +90,7 @@ public:
         : executor_(&executor), log_(log)
     {
     }
+    suspension(asio::any_io_executor&&, const log_function*) = delete; // borrowed: not a temporary
 
     /// A handle to `s`.
     static handle handle_of(std::shared_ptr<suspension> s) noexcept { return handle{std::move(s)}; }
@@ -127,7 +128,7 @@ public:
         const auto generation = ++generation_; // disarms any earlier timer
         const auto deadline = std::chrono::steady_clock::now() + d; // counts from the call
         asio::any_io_executor executor = *executor_;
-        timer_used_ = true;
+        timer_used_ = timer_used_ || d > d.zero();
         lock.unlock();
         // From another thread this runs later, maybe after a newer set_timeout ran inline on the
         // strand: only the newest generation may touch the timer.
@@ -391,27 +392,53 @@ private:
         return std::visit(
             [](auto& v) -> outcome {
                 using T = std::decay_t<decltype(v)>;
-                if constexpr (std::is_same_v<T, std::unique_ptr<Result>> || std::is_same_v<T, std::unique_ptr<cancellation>>)
+                if constexpr (std::is_same_v<T, std::unique_ptr<Result>>)
                     return std::move(*v);
+                else if constexpr (std::is_same_v<T, cancelled>)
+                    return cancellation{};
+                else if constexpr (std::is_same_v<T, cancelled_after>)
+                    return cancellation{v.seconds};
+                else if constexpr (std::is_same_v<T, cancelled_at>)
+                    return cancellation{v.time};
                 else
                     return std::move(v);
             },
             s);
     }
 
-    // What won, as kept until the waiter takes it: a result or a cancellation is boxed, so that a
-    // suspended request holds a pointer for it while it waits rather than its size (a response
-    // is 120 B; a cancellation's 16 B would make this 24).
-    using stored = std::variant<std::monostate, std::unique_ptr<Result>, std::exception_ptr, std::unique_ptr<cancellation>,
-                                disconnection>;
+    // What won, as kept until the waiter takes it. A result is boxed, so that a suspended request
+    // holds a pointer for it while it waits rather than sizeof(Result) (a response is 120 B); a
+    // cancellation is flattened into one of three 8-B alternatives (its own variant would make
+    // this 24 B, and boxing it would let a cancel fail for want of memory).
+    struct cancelled {};
+    struct cancelled_after {
+        std::chrono::seconds seconds;
+    };
+    struct cancelled_at {
+        std::chrono::system_clock::time_point time;
+    };
+    using stored = std::variant<std::monostate, std::unique_ptr<Result>, std::exception_ptr, disconnection, cancelled,
+                                cancelled_after, cancelled_at>;
 
     static stored box(outcome o)
     {
         return std::visit(
             [](auto& v) -> stored {
                 using T = std::decay_t<decltype(v)>;
-                if constexpr (std::is_same_v<T, Result> || std::is_same_v<T, cancellation>)
-                    return std::make_unique<T>(std::move(v));
+                if constexpr (std::is_same_v<T, Result>)
+                    return std::make_unique<Result>(std::move(v));
+                else if constexpr (std::is_same_v<T, cancellation>)
+                    return std::visit(
+                        [](const auto& r) -> stored {
+                            using R = std::decay_t<decltype(r)>;
+                            if constexpr (std::is_same_v<R, std::chrono::seconds>)
+                                return cancelled_after{r};
+                            else if constexpr (std::is_same_v<R, std::chrono::system_clock::time_point>)
+                                return cancelled_at{r};
+                            else
+                                return cancelled{};
+                        },
+                        v.retry_after);
                 else
                     return std::move(v);
             },
@@ -477,6 +504,7 @@ private:
         std::unique_ptr<callbacks> cb;
         asio::any_io_executor executor;
         detached d;
+        stored o; // destroyed outside the lock, as in release()
         {
             std::lock_guard lock(mutex_);
             if (completed_)
@@ -484,7 +512,7 @@ private:
             completed_ = true;
             done_ = true;
             ++generation_;
-            outcome_ = std::monostate{};
+            o.swap(outcome_);
             cb.swap(callbacks_);
             // A handle may outlive the io_context: keep nothing that refers to it.
             if (executor_)

@@ -293,6 +293,8 @@ struct suspension_stats {
     std::atomic<std::uint64_t> streams{0};      ///< streamed responses (chunked, events) open now
 };
 
+struct exchange;
+
 namespace detail {
 
 /// What a server tells the requests it runs about suspension.
@@ -314,6 +316,10 @@ public:
 
     /// The server's shutdown grace has run out: a new suspension is cancelled at once.
     virtual bool stopping() const noexcept = 0;
+
+    /// `ex` is this owner's own exchange (not a copy of it), whose suspensions it completes or
+    /// releases before the exchange goes: they may borrow from it (see begin_suspension).
+    virtual bool owns(const plinth::exchange& ex) const noexcept = 0;
 
 protected:
     ~exchange_owner() = default;
@@ -428,14 +434,24 @@ std::shared_ptr<suspension<response>> begin_suspension(context& ctx, Setup& setu
         --policy->stats.suspended;
         throw http_error(http::status::service_unavailable, "Too many suspended requests");
     }
-    // A server's connection releases its suspensions before it goes: they borrow its strand
-    // and the server's log (see suspension).
-    auto handle = ex.owner ? suspension<response>::handle_of(std::make_shared<suspension<response>>(
-                                 ex.executor, policy ? policy->log.get() : nullptr))
-                 : policy ? async_response::make(ex.executor, policy->log)
-                          : async_response::make(ex.executor);
+    std::optional<async_response> made;
+    try {
+        // A server's connection releases its suspensions before it goes: they borrow its
+        // strand and the server's log (see suspension).
+        if (ex.owner && ex.owner->owns(ex))
+            made.emplace(suspension<response>::handle_of(
+                std::make_shared<suspension<response>>(ex.executor, policy ? policy->log.get() : nullptr)));
+        else
+            made.emplace(policy ? async_response::make(ex.executor, policy->log) : async_response::make(ex.executor));
+        ex.suspensions.push_back(made->state());
+    }
+    catch (...) { // bad_alloc: not suspended after all
+        if (policy)
+            --policy->stats.suspended;
+        throw;
+    }
+    auto& handle = *made;
     auto state = handle.state();
-    ex.suspensions.push_back(state);
     if (policy && policy->default_timeout > policy->default_timeout.zero())
         handle.set_timeout(policy->default_timeout);
     try {
@@ -519,7 +535,8 @@ void suspend_then(context& ctx, Setup setup, stage_handler done)
 /// thread, set a timeout); the stage then waits, holding no thread, until the handle is resumed
 /// (the response is set, or the error goes down the error path), cancelled (503), timed out, or
 /// the client leaves (`client_disconnected` down the error path; nothing is written).
-/// Beyond the server's `max_suspended`, throws `http_error` 503 at once.
+/// Beyond the server's `max_suspended`, throws `http_error` 503 at once. Call it where stages
+/// run, on the context's executor (the connection's strand).
 template <class Setup>
     requires std::invocable<Setup&, async_response>
 asio::awaitable<void> suspend(context& ctx, Setup setup)

@@ -450,6 +450,51 @@ TEST_CASE("async_response: a resume from outside the strand runs one handler the
 }
 
 namespace {
+// The connection's side of an exchange, as begin_suspension sees it: it owns one exchange.
+struct owner_of_one final : plinth::detail::exchange_owner {
+    const plinth::exchange* own = nullptr;
+    void watch_for_disconnect() override {}
+    bool stopping() const noexcept override { return false; }
+    bool owns(const plinth::exchange& ex) const noexcept override { return &ex == own; }
+};
+} // namespace
+
+TEST_CASE("async_response: a suspension borrows the strand of its connection's own exchange only; one made over a "
+          "copy of it owns its executor and outlives the copy",
+          "[async_response]")
+{
+    using owning = plinth::detail::owning_suspension<plinth::response>;
+    asio::io_context ioc;
+    owner_of_one owner;
+    plinth::exchange ex;
+    ex.executor = ioc.get_executor();
+    ex.owner = &owner;
+    owner.own = &ex;
+    std::optional<async_response> kept;
+    auto setup = [&](async_response ar) { kept = ar; };
+
+    plinth::context ctx{ex};
+    auto borrowing = plinth::detail::begin_suspension(ctx, setup);
+    CHECK(dynamic_cast<owning*>(borrowing.get()) == nullptr);
+    borrowing->release(); // as the connection does before it goes
+    ex.suspensions.clear();
+
+    std::shared_ptr<plinth::detail::suspension<plinth::response>> state;
+    {
+        plinth::exchange copy = ex; // same owner, but not the exchange it owns
+        plinth::context inner{copy};
+        state = plinth::detail::begin_suspension(inner, setup);
+        CHECK(dynamic_cast<owning*>(state.get()) != nullptr);
+    } // the copy goes with the suspension still pending: nothing it lent may be used now
+    bool woken = false;
+    state->async_wait([&](outcome o) { woken = std::holds_alternative<plinth::response>(o); });
+    CHECK(kept->resume(plinth::text("x"))); // ASan would see a borrowed executor used after the copy went
+    ioc.poll();
+    CHECK(woken);
+    state->complete(nullptr);
+}
+
+namespace {
 asio::awaitable<void> wait_owning(async_response ar, std::shared_ptr<int> /*owned*/, bool* called)
 {
     co_await ar.state()->wait();

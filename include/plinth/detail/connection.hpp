@@ -1049,6 +1049,8 @@ private:
 
     bool stopping() const noexcept override { return hard_stop_; }
 
+    bool owns(const exchange& ex) const noexcept override { return &ex == &exchange_; }
+
     void watch_for_disconnect() override
     {
         start_flush(); // the request goes asynchronous: earlier answers must not wait for it
@@ -1511,10 +1513,13 @@ private:
     context ctx_;                           // ...and the context it walks
     std::exception_ptr parked_result_;      // how a parked stage ended; see park
     // The flags are bits, with the phase and the version in the same word: every connection,
-    // suspended ones included, carries them (16 B less than as bools). All are touched on the
-    // strand only, so sharing a word is safe.
+    // suspended ones included, carries them (16 B less than as bools). Bits sharing a byte must
+    // not be written from two threads: all are written on the strand (registered_ before the
+    // connection is published, and read again only by its destructor). hard_stop_ is a byte of
+    // its own (in what was padding), as stopping() may be read by a stage off the strand.
     std::uint8_t version_ = 11;             // of the request being handled (HTTP/x.y is 10x + y)
     phase phase_ = phase::header;
+    bool hard_stop_ = false;                // the shutdown's grace ran out
     bool head_only_ : 1 = false;            // ...a HEAD request
     bool keep_alive_ : 1 = false;           // ...which asked to keep the connection
     bool resuming_ : 1 = false;             // serve() goes on with a parked walk
@@ -1523,7 +1528,6 @@ private:
     bool flushing_ : 1 = false;             // start_flush is writing the held answers
     bool timed_out_ : 1 = false;            // the current phase's deadline passed
     bool stopping_ : 1 = false;             // the server is stopping: finish the current request, then close
-    bool hard_stop_ : 1 = false;            // the shutdown's grace ran out
     bool shutdown_cancelled_ : 1 = false;   // ...and cancelled what the request waited on
     bool watching_ : 1 = false;             // a request is waiting: read ahead to notice a disconnect
     bool watch_pending_ : 1 = false;        // a read-ahead is in flight

@@ -45,8 +45,7 @@ struct exact_allocator : std::allocator<T> {
     }
 };
 
-/// `handler`, allocated to size when it is a long wait's (see exact_allocator).
-/// `handler` with exact_allocator as its associated allocator. Unlike `asio::bind_allocator`,
+/// A handler with exact_allocator as its associated allocator. Unlike `asio::bind_allocator`,
 /// whose empty allocator member still takes 8 B, the wrapper is the handler's size: each
 /// suspended request keeps three such handlers, and a few bytes decide which malloc bin holds
 /// them. The handler may have no associated executor or cancellation slot of its own (they
@@ -76,6 +75,7 @@ private:
     Handler handler_;
 };
 
+/// `handler`, allocated to size when it is a long wait's (see exact_allocator).
 template <class Handler>
 auto exactly_allocated(Handler&& handler)
 {
