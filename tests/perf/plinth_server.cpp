@@ -32,6 +32,8 @@
 #include <thread>
 #include <vector>
 
+#include "rss.hpp"
+
 namespace asio = boost::asio;
 namespace http = boost::beast::http;
 using namespace std::chrono_literals;
@@ -49,15 +51,6 @@ unsigned query(const plinth::context& ctx, std::string_view name)
 {
     auto v = ctx.query(name);
     return v ? number(*v) : 0;
-}
-
-std::uint64_t rss_kib()
-{
-    std::ifstream status("/proc/self/status");
-    for (std::string line; std::getline(status, line);)
-        if (line.starts_with("VmRSS:"))
-            return std::stoull(line.substr(6));
-    return 0;
 }
 
 // Requests suspended by /park, resumed by a worker thread at a steady rate.

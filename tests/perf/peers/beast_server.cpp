@@ -55,6 +55,8 @@
 #include <thread>
 #include <vector>
 
+#include "../rss.hpp"
+
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -98,15 +100,6 @@ http::response<http::string_body> text(http::status status, const http::request<
     res.body() = body;
     res.prepare_payload();
     return res;
-}
-
-std::uint64_t rss_kib()
-{
-    std::ifstream status("/proc/self/status");
-    for (std::string line; std::getline(status, line);)
-        if (line.starts_with("VmRSS:"))
-            return std::stoull(line.substr(6));
-    return 0;
 }
 
 // A parked request: its session waits on `wake` until a worker has set `body` and cancelled it.
