@@ -75,7 +75,7 @@ struct disconnection {};
 /// callbacks, the waiter and the timer run on `*executor_` (the connection's strand), never
 /// under the lock.
 ///
-/// The executor and the log function are borrowed, not copied (64 B less for each suspended
+/// The executor and the log function are borrowed, not copied (56 B less for each suspended
 /// request): whoever makes a suspension keeps both alive until it is completed or released.
 /// A server's connection does (it releases its requests' suspensions before it goes); a
 /// standalone handle's state owns them (see owning_suspension).
