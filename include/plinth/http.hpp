@@ -434,24 +434,22 @@ std::shared_ptr<suspension<response>> begin_suspension(context& ctx, Setup& setu
         --policy->stats.suspended;
         throw http_error(http::status::service_unavailable, "Too many suspended requests");
     }
-    std::optional<async_response> made;
+    std::shared_ptr<suspension<response>> state;
     try {
         // A server's connection releases its suspensions before it goes: they borrow its
         // strand and the server's log (see suspension).
         if (ex.owner && ex.owner->owns(ex))
-            made.emplace(suspension<response>::handle_of(
-                std::make_shared<suspension<response>>(ex.executor, policy ? policy->log.get() : nullptr)));
+            state = std::make_shared<suspension<response>>(ex.executor, policy ? policy->log.get() : nullptr);
         else
-            made.emplace(policy ? async_response::make(ex.executor, policy->log) : async_response::make(ex.executor));
-        ex.suspensions.push_back(made->state());
+            state = (policy ? async_response::make(ex.executor, policy->log) : async_response::make(ex.executor)).state();
+        ex.suspensions.push_back(state);
     }
     catch (...) { // bad_alloc: not suspended after all
         if (policy)
             --policy->stats.suspended;
         throw;
     }
-    auto& handle = *made;
-    auto state = handle.state();
+    auto handle = suspension<response>::handle_of(state);
     if (policy && policy->default_timeout > policy->default_timeout.zero())
         handle.set_timeout(policy->default_timeout);
     try {

@@ -653,7 +653,7 @@ private:
                 arm(phase::busy, {}); // no timeout while the request is handled, suspended or streamed
                 exchange_.request = parser.release();
                 exchange_.params.clear();
-                version_ = static_cast<std::uint8_t>(exchange_.request.version()); // (check_header: 1.0 or 1.1)
+                version_ = static_cast<std::uint8_t>(exchange_.request.version()); // (check_header: HTTP/1.x)
                 head_only_ = exchange_.request.method() == http::verb::head;
                 keep_alive_ = exchange_.request.keep_alive();
                 auto storage = std::move(ctx_.response); // the last response's, empty: reused
