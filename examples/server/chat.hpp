@@ -58,7 +58,10 @@ struct message {
 
 class chat_room {
 public:
-    explicit chat_room(std::size_t history = 1000) : capacity_(history) {}
+    explicit chat_room(std::size_t history = 1000)
+        : capacity_(history)
+    {
+    }
 
     chat_room(const chat_room&) = delete;
     chat_room& operator=(const chat_room&) = delete;
@@ -134,7 +137,8 @@ public:
             }
             it = polls_.insert(polls_.end(), waiting_poll{after, ar});
         }
-        ar.on_timeout([](plinth::async_response a) { a.resume(plinth::make_response(plinth::http::status::no_content)); });
+        ar.on_timeout(
+            [](plinth::async_response a) { a.resume(plinth::make_response(plinth::http::status::no_content)); });
         ar.set_timeout(timeout);
         auto forget = [this, it](std::exception_ptr) {
             std::lock_guard lock(mutex_);

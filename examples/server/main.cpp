@@ -20,12 +20,12 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <boost/asio/strand.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -101,7 +101,8 @@ flags parse_flags(int argc, char** argv)
         else if (arg == "--sse-heartbeat-ms")
             o.streams.heartbeat = ms();
         else
-            throw std::invalid_argument("unknown flag " + std::string(arg) + " (see the comment atop examples/server/main.cpp)");
+            throw std::invalid_argument("unknown flag " + std::string(arg)
+                                        + " (see the comment atop examples/server/main.cpp)");
     }
     return f;
 }
@@ -123,7 +124,10 @@ T query_number(const plinth::context& ctx, std::string_view name, std::type_iden
 // A thread of its own that resumes suspended requests later, as another service would.
 class background_resumer {
 public:
-    background_resumer() : thread_([this] { ioc_.run(); }) {}
+    background_resumer()
+        : thread_([this] { ioc_.run(); })
+    {
+    }
     ~background_resumer()
     {
         work_.reset();
@@ -156,13 +160,15 @@ auto suspend_route(background_resumer& resumer)
         if (timeout_ms > 0) {
             std::chrono::milliseconds timeout{timeout_ms};
             if (on_timeout == "resume")
-                ar.on_timeout([](plinth::async_response a) { a.resume(plinth::text("resumed by the timeout handler")); });
+                ar.on_timeout(
+                    [](plinth::async_response a) { a.resume(plinth::text("resumed by the timeout handler")); });
             else if (on_timeout == "cancel")
                 ar.on_timeout([](plinth::async_response a) { a.cancel(); });
             else if (on_timeout == "extend")
                 ar.on_timeout([timeout](plinth::async_response a) { a.set_timeout(timeout); });
             else if (on_timeout != "default")
-                throw plinth::http_error(http::status::bad_request, "on_timeout must be default, resume, cancel or extend");
+                throw plinth::http_error(http::status::bad_request,
+                                         "on_timeout must be default, resume, cancel or extend");
             ar.set_timeout(timeout);
         }
         if (resume_ms)
@@ -305,17 +311,19 @@ int main(int argc, char** argv)
         return 2;
     }
 
-    example::chat_room room;       // outlives the io_context: streams and polls point at it
+    example::chat_room room; // outlives the io_context: streams and polls point at it
     asio::io_context ioc{f.threads == 1 ? 1 : static_cast<int>(f.threads)};
-    asio::thread_pool workers{4};  // for /offload
-    background_resumer resumer;    // for /suspend?resume_ms=N
+    asio::thread_pool workers{4};               // for /offload
+    background_resumer resumer;                 // for /suspend?resume_ms=N
     f.options.single_threaded = f.threads == 1; // no strand per connection is needed then
     plinth::server srv{ioc, f.options};
     srv.routes({
         {http::verb::get, "/hello", [](const plinth::request&) { return plinth::text("Hello, World!"); }},
         {http::verb::get, "/delay", delay},
         {http::verb::get, "/users/{id}",
-         [](const plinth::context& ctx) { return plinth::json("{\"id\":" + example::json_string(ctx.param("id")) + "}"); }},
+         [](const plinth::context& ctx) {
+             return plinth::json("{\"id\":" + example::json_string(ctx.param("id")) + "}");
+         }},
         {http::verb::post, "/echo",
          [](const plinth::request& req) {
              return plinth::make_response(http::status::ok, req.body(),
@@ -332,7 +340,8 @@ int main(int argc, char** argv)
          }},
         {http::verb::get, "/chat",
          [](const plinth::request&) {
-             return plinth::make_response(http::status::ok, std::string(example::chat_page), "text/html; charset=utf-8");
+             return plinth::make_response(http::status::ok, std::string(example::chat_page),
+                                          "text/html; charset=utf-8");
          }},
         {http::verb::get, "/events", events_route(room)},
         {http::verb::get, "/chat/poll", poll_route(room)},
@@ -363,8 +372,8 @@ int main(int argc, char** argv)
         });
     });
 
-    std::cout << "plinth-example listening on http://" << f.options.address << ":" << srv.port() << " with " << f.threads
-              << " thread(s)" << std::endl;
+    std::cout << "plinth-example listening on http://" << f.options.address << ":" << srv.port() << " with "
+              << f.threads << " thread(s)" << std::endl;
 
     std::vector<std::jthread> pool;
     for (unsigned i = 1; i < f.threads; ++i)

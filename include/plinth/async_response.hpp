@@ -17,11 +17,11 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -52,7 +52,10 @@ namespace asio = boost::asio;
 /// cancelled nor re-armed it (or there is no handler). Unmapped, HTTP answers it with 503.
 class service_unavailable : public std::runtime_error {
 public:
-    service_unavailable() : std::runtime_error("the suspended request timed out") {}
+    service_unavailable()
+        : std::runtime_error("the suspended request timed out")
+    {
+    }
 };
 
 /// What `on_complete` receives when the client went away: the socket's error.
@@ -61,7 +64,8 @@ public:
     using boost::system::system_error::system_error;
 };
 
-template <class Result> class basic_async_response;
+template <class Result>
+class basic_async_response;
 
 namespace detail {
 
@@ -87,7 +91,8 @@ public:
 
     // `log` may be null (no log).
     suspension(const asio::any_io_executor& executor, const log_function* log) noexcept
-        : executor_(&executor), log_(log)
+        : executor_(&executor)
+        , log_(log)
     {
     }
     suspension(asio::any_io_executor&&, const log_function*) = delete; // borrowed: not a temporary
@@ -125,32 +130,33 @@ public:
         std::unique_lock lock(mutex_);
         if (done_)
             return false;
-        const auto generation = ++generation_; // disarms any earlier timer
+        const auto generation = ++generation_;                      // disarms any earlier timer
         const auto deadline = std::chrono::steady_clock::now() + d; // counts from the call
         asio::any_io_executor executor = *executor_;
         timer_used_ = timer_used_ || d > d.zero();
         lock.unlock();
         // From another thread this runs later, maybe after a newer set_timeout ran inline on the
         // strand: only the newest generation may touch the timer.
-        asio::dispatch(executor, [self = this->shared_from_this(), executor, deadline, generation, never = d <= d.zero()] {
-            {
-                std::lock_guard lock(self->mutex_);
-                if (generation != self->generation_) // a newer one, or done (released included)
-                    return;
-            }
-            if (never) {
-                if (self->timer_)
-                    self->timer_->cancel();
-                return;
-            }
-            if (!self->timer_)
-                self->timer_ = std::make_unique<asio::steady_timer>(executor);
-            self->timer_->expires_at(deadline);
-            self->timer_->async_wait(exactly_allocated([self, generation](boost::system::error_code ec) {
-                if (!ec)
-                    self->expired(generation);
-            }));
-        });
+        asio::dispatch(executor,
+                       [self = this->shared_from_this(), executor, deadline, generation, never = d <= d.zero()] {
+                           {
+                               std::lock_guard lock(self->mutex_);
+                               if (generation != self->generation_) // a newer one, or done (released included)
+                                   return;
+                           }
+                           if (never) {
+                               if (self->timer_)
+                                   self->timer_->cancel();
+                               return;
+                           }
+                           if (!self->timer_)
+                               self->timer_ = std::make_unique<asio::steady_timer>(executor);
+                           self->timer_->expires_at(deadline);
+                           self->timer_->async_wait(exactly_allocated([self, generation](boost::system::error_code ec) {
+                               if (!ec)
+                                   self->expired(generation);
+                           }));
+                       });
         return true;
     }
 
@@ -216,8 +222,8 @@ public:
     template <class CompletionToken>
     auto async_wait(CompletionToken&& token)
     {
-        return asio::async_initiate<CompletionToken, void(outcome)>([this](auto handler) { start_wait(std::move(handler)); },
-                                                                    token);
+        return asio::async_initiate<CompletionToken, void(outcome)>(
+            [this](auto handler) { start_wait(std::move(handler)); }, token);
     }
 
     /// The response was written (or writing failed with `error`): fire on_complete once, in
@@ -235,7 +241,7 @@ public:
     /// io_context, so a handle kept by the application stays safe.
     void release() noexcept
     {
-        detached d; // destroyed last: its handler may own this suspension
+        detached d;                    // destroyed last: its handler may own this suspension
         std::unique_ptr<callbacks> cb; // destroyed outside the lock: they may own handles
         stored o;                      // likewise (a result may)
         {
@@ -317,7 +323,8 @@ private:
     {
         if constexpr (is_slot_binder<Handler>::value) // its slot is served already: 8 B less to keep
             return wrap_waiter(std::move(handler.get()));
-        else if constexpr (std::is_same_v<asio::associated_executor_t<Handler, asio::system_executor>, asio::system_executor>)
+        else if constexpr (std::is_same_v<asio::associated_executor_t<Handler, asio::system_executor>,
+                                          asio::system_executor>)
             return [h = std::move(handler)](outcome o) mutable { std::move(h)(std::move(o)); };
         else
             return [ex = asio::get_associated_executor(handler), h = std::move(handler)](outcome o) mutable {
@@ -326,15 +333,20 @@ private:
     }
 
     template <class T>
-    struct is_slot_binder : std::false_type {};
+    struct is_slot_binder : std::false_type {
+    };
     template <class T, class S>
-    struct is_slot_binder<asio::cancellation_slot_binder<T, S>> : std::true_type {};
+    struct is_slot_binder<asio::cancellation_slot_binder<T, S>> : std::true_type {
+    };
 
     // What a cancellation of the waiter's slot does: the client went away (or the server's grace
     // ended), unless something else won first. win() then wakes the waiter.
     struct waiter_cancellation {
         // (A constructor: clang 14 has no parenthesized aggregate initialization, which emplace uses.)
-        explicit waiter_cancellation(std::weak_ptr<suspension> s) noexcept : self(std::move(s)) {}
+        explicit waiter_cancellation(std::weak_ptr<suspension> s) noexcept
+            : self(std::move(s))
+        {
+        }
         std::weak_ptr<suspension> self;
         void operator()(asio::cancellation_type) const
         {
@@ -485,7 +497,7 @@ private:
         cancelled_ = cancelled;
         timed_out_ = timed_out;
         outcome_ = std::move(o);
-        ++generation_; // disarms the timeout
+        ++generation_;                               // disarms the timeout
         asio::any_io_executor executor = *executor_; // (not done yet: it is there)
         const bool timer_used = timer_used_;
         detached d;
@@ -562,7 +574,7 @@ private:
     bool cancelled_ = false;
     bool timed_out_ = false;
     bool completed_ = false;
-    bool timer_used_ = false; // set_timeout was called: a win cancels the timer
+    bool timer_used_ = false;      // set_timeout was called: a win cancels the timer
     std::uint32_t generation_ = 0; // (wrapping would take 2^32 set_timeouts during one wait)
     stored outcome_;
     struct callbacks {
@@ -582,8 +594,8 @@ private:
 
     const asio::any_io_executor* executor_; // guarded by mutex_; null from completion on
     const log_function* const log_;
-    waiter waiter_;                      // guarded by mutex_; see async_wait
-    held_waiters* registry_ = nullptr;   // guarded by mutex_: set while waiter_ is held
+    waiter waiter_;                       // guarded by mutex_; see async_wait
+    held_waiters* registry_ = nullptr;    // guarded by mutex_: set while waiter_ is held
     asio::cancellation_slot waiter_slot_; // the waiter's; touched on the strand
     // Touched on the strand only; reset at completion.
     std::unique_ptr<asio::steady_timer> timer_; // made by the first set_timeout: many never time out
@@ -641,11 +653,8 @@ public:
 
     /// `resume(std::make_exception_ptr(e))`.
     template <class E>
-        requires std::derived_from<std::remove_cvref_t<E>, std::exception>
-    bool resume_error(E&& e)
-    {
-        return resume(std::make_exception_ptr(std::forward<E>(e)));
-    }
+        requires(std::derived_from<std::remove_cvref_t<E>, std::exception>)
+    bool resume_error(E&& e) { return resume(std::make_exception_ptr(std::forward<E>(e))); }
 
     /// Cancels: 503 without Retry-After. Passes through leave stages, not error stages.
     bool cancel() { return state_->resolve(detail::cancellation{}, true); }
@@ -671,7 +680,10 @@ public:
     /// default applies: `service_unavailable` down the error path, 503 unless an error stage maps
     /// it). A handler that throws sends its exception down the error path. Replaces any earlier
     /// one; false (not kept) once done.
-    bool on_timeout(std::function<void(basic_async_response)> handler) { return state_->on_timeout(std::move(handler)); }
+    bool on_timeout(std::function<void(basic_async_response)> handler)
+    {
+        return state_->on_timeout(std::move(handler));
+    }
 
     /// Runs when the client goes away while the request is suspended or its response is being
     /// written, before on_complete. False (not registered) once completed.
@@ -714,7 +726,10 @@ public:
 private:
     friend class detail::suspension<Result>;
 
-    explicit basic_async_response(std::shared_ptr<detail::suspension<Result>> s) : state_(std::move(s)) {}
+    explicit basic_async_response(std::shared_ptr<detail::suspension<Result>> s)
+        : state_(std::move(s))
+    {
+    }
 
     std::shared_ptr<detail::suspension<Result>> state_;
 };

@@ -62,18 +62,21 @@ enum class observe_point { before, after };
 /// `exception` is the original exception object: `std::rethrow_exception` gives back
 /// its own type. The metadata travels beside it rather than wrapping it.
 struct chain_error {
-    std::exception_ptr exception;                 ///< what was thrown
-    plinth::stage stage = stage::enter;           ///< the stage that threw it
-    std::string interceptor;                      ///< the name of the interceptor that threw it
-    std::vector<std::exception_ptr> suppressed;   ///< earlier errors replaced by this one, oldest first
+    std::exception_ptr exception;               ///< what was thrown
+    plinth::stage stage = stage::enter;         ///< the stage that threw it
+    std::string interceptor;                    ///< the name of the interceptor that threw it
+    std::vector<std::exception_ptr> suppressed; ///< earlier errors replaced by this one, oldest first
 };
 
-template <class Context> class basic_chain;
-template <class Context> class chain_context;
+template <class Context>
+class basic_chain;
+template <class Context>
+class chain_context;
 
 namespace detail {
 
-template <class Context> struct execution;
+template <class Context>
+struct execution;
 
 /// How a callback stage (below) reports its end: once, with what it threw or nothing. Its
 /// associated cancellation slot, if it has one, is the request's: a client gone, a shutdown's
@@ -89,7 +92,8 @@ template <class F>
 struct callback_stage {
     F f;
 };
-template <class F> callback_stage(F) -> callback_stage<F>; // clang 14 deduces no aggregate's arguments
+template <class F>
+callback_stage(F) -> callback_stage<F>; // clang 14 deduces no aggregate's arguments
 
 enum class shape { none, sync_value, async_value, sync_ref, async_ref };
 
@@ -116,6 +120,11 @@ consteval shape stage_shape()
     return shape::none;
 }
 
+// Converts to `Stage` as a stage of one of the accepted shapes (and is not a `Stage` already).
+template <class F, class Stage, class Context, class... Extra>
+concept stage_callable =
+    !std::same_as<std::remove_cvref_t<F>, Stage> && stage_shape<F, Context, Extra...>() != shape::none;
+
 } // namespace detail
 
 /// One stage of an interceptor, type-erased once when the interceptor is built.
@@ -137,15 +146,14 @@ public:
 
     /// A callback stage (see detail::callback_stage).
     template <class F>
-        requires std::is_invocable_v<F&, Context&, Extra..., detail::stage_handler>
+        requires(std::is_invocable_v<F&, Context&, Extra..., detail::stage_handler>)
     basic_stage(detail::callback_stage<F> s) // NOLINT(google-explicit-constructor)
         : callback_(std::move(s.f))
     {
     }
 
     template <class F>
-        requires(!std::same_as<std::remove_cvref_t<F>, basic_stage>
-                 && detail::stage_shape<F, Context, Extra...>() != detail::shape::none)
+        requires(detail::stage_callable<F, basic_stage, Context, Extra...>)
     basic_stage(F f) // NOLINT(google-explicit-constructor): any callable converts, as with std::function
     {
         constexpr auto s = detail::stage_shape<F, Context, Extra...>();
@@ -171,7 +179,8 @@ public:
     bool is_callback() const noexcept { return static_cast<bool>(callback_); }
 
 private:
-    template <class> friend struct detail::execution;
+    template <class>
+    friend struct detail::execution;
 
     std::function<void(Context&, Extra...)> sync_;
     std::function<asio::awaitable<void>(Context&, Extra...)> async_;
@@ -179,10 +188,12 @@ private:
 };
 
 /// The `enter` or `leave` stage of an interceptor.
-template <class Context> using stage_fn = basic_stage<Context>;
+template <class Context>
+using stage_fn = basic_stage<Context>;
 
 /// The `error` stage of an interceptor: also receives the error.
-template <class Context> using error_fn = basic_stage<Context, std::exception_ptr>;
+template <class Context>
+using error_fn = basic_stage<Context, std::exception_ptr>;
 
 /// A named set of up to three stages. Build it with designated initializers:
 /// `{.name = "auth", .enter = check_token, .error = map_errors}`.
@@ -215,8 +226,10 @@ public:
     bool executing() const noexcept { return execution_ != nullptr; }
 
 private:
-    template <class> friend struct detail::execution;
-    template <class> friend class basic_chain;
+    template <class>
+    friend struct detail::execution;
+    template <class>
+    friend class basic_chain;
 
     detail::execution<Context>* execution_ = nullptr;
     std::shared_ptr<const chain_error> unhandled_;
@@ -304,7 +317,10 @@ template <class Context>
 struct execution {
     using interceptor_type = basic_interceptor<Context>;
 
-    explicit execution(const basic_chain<Context>& c) : chain(c) {}
+    explicit execution(const basic_chain<Context>& c)
+        : chain(c)
+    {
+    }
     execution(const execution&) = delete;
     execution& operator=(const execution&) = delete;
 
@@ -316,7 +332,7 @@ struct execution {
     walk_list<interceptor_type> walk;
     std::size_t head = 0;
     std::forward_list<interceptor_type> owned; // interceptors enqueued by value, at stable addresses
-    std::unique_ptr<chain_error> error; // boxed: rare, and every request in flight carries the pointer
+    std::unique_ptr<chain_error> error;        // boxed: rare, and every request in flight carries the pointer
     bool leaving = false;
 
     // Where the walk is: the next enter stage, the leave stage of the next interceptor on the
@@ -360,12 +376,9 @@ struct execution {
     asio::awaitable<std::exception_ptr> await_pending(Context& ctx) const
     {
         switch (pending_stage) {
-        case stage::enter:
-            return call_async(pending->enter, ctx);
-        case stage::leave:
-            return call_async(pending->leave, ctx);
-        default:
-            return call_async(pending->error, ctx, pending_error);
+        case stage::enter: return call_async(pending->enter, ctx);
+        case stage::leave: return call_async(pending->leave, ctx);
+        default: return call_async(pending->error, ctx, pending_error);
         }
     }
 
@@ -374,12 +387,9 @@ struct execution {
     bool pending_is_callback() const noexcept
     {
         switch (pending_stage) {
-        case stage::enter:
-            return pending->enter.is_callback();
-        case stage::leave:
-            return pending->leave.is_callback();
-        default:
-            return pending->error.is_callback();
+        case stage::enter: return pending->enter.is_callback();
+        case stage::leave: return pending->leave.is_callback();
+        default: return pending->error.is_callback();
         }
     }
 
@@ -389,12 +399,9 @@ struct execution {
         if constexpr (requires { ctx.on_suspend(); })
             ctx.on_suspend();
         switch (pending_stage) {
-        case stage::enter:
-            return pending->enter.callback_(ctx, std::move(h));
-        case stage::leave:
-            return pending->leave.callback_(ctx, std::move(h));
-        default:
-            return pending->error.callback_(ctx, pending_error, std::move(h));
+        case stage::enter: return pending->enter.callback_(ctx, std::move(h));
+        case stage::leave: return pending->leave.callback_(ctx, std::move(h));
+        default: return pending->error.callback_(ctx, pending_error, std::move(h));
         }
     }
 
@@ -504,7 +511,8 @@ public:
 
     /// A chain that runs `interceptors` in order. Throws `std::invalid_argument` for an interceptor
     /// without a name or without any stage.
-    basic_chain(std::vector<interceptor_type> interceptors) : interceptors_(std::move(interceptors))
+    basic_chain(std::vector<interceptor_type> interceptors)
+        : interceptors_(std::move(interceptors))
     {
         for (const auto& i : interceptors_)
             detail::execution<Context>::check(i, "plinth::basic_chain");
@@ -731,7 +739,7 @@ asio::awaitable<Context> basic_chain<Context>::execute(Context ctx) const
 /// Appends a copy of `i` to the queue of the running execution.
 /// Throws `std::invalid_argument` for an invalid interceptor, `std::logic_error` outside an execution.
 template <class Context>
-    requires std::derived_from<Context, chain_context<Context>>
+    requires(std::derived_from<Context, chain_context<Context>>)
 void enqueue(Context& ctx, basic_interceptor<Context> i)
 {
     auto& ex = detail::execution<Context>::of(ctx, "plinth::enqueue");
@@ -740,7 +748,7 @@ void enqueue(Context& ctx, basic_interceptor<Context> i)
 
 /// Appends copies of `is` to the queue, in order.
 template <class Context>
-    requires std::derived_from<Context, chain_context<Context>>
+    requires(std::derived_from<Context, chain_context<Context>>)
 void enqueue(Context& ctx, std::span<const basic_interceptor<Context>> is)
 {
     auto& ex = detail::execution<Context>::of(ctx, "plinth::enqueue");
@@ -753,7 +761,7 @@ void enqueue(Context& ctx, std::span<const basic_interceptor<Context>> is)
 /// Appends `is` by reference, without copying: they must outlive the execution (a route table
 /// that lives as long as the server does). This is how a router hands over a route at no cost.
 template <class Context>
-    requires std::derived_from<Context, chain_context<Context>>
+    requires(std::derived_from<Context, chain_context<Context>>)
 void enqueue_ref(Context& ctx, std::span<const basic_interceptor<Context>> is)
 {
     auto& ex = detail::execution<Context>::of(ctx, "plinth::enqueue_ref");
@@ -764,7 +772,7 @@ void enqueue_ref(Context& ctx, std::span<const basic_interceptor<Context>> is)
 
 /// Inserts a copy of `i` at the front of the queue: it is entered next.
 template <class Context>
-    requires std::derived_from<Context, chain_context<Context>>
+    requires(std::derived_from<Context, chain_context<Context>>)
 void enqueue_front(Context& ctx, basic_interceptor<Context> i)
 {
     auto& ex = detail::execution<Context>::of(ctx, "plinth::enqueue_front");
@@ -775,7 +783,7 @@ void enqueue_front(Context& ctx, basic_interceptor<Context> i)
 /// Drops the rest of the queue: the leave phase starts after the current stage.
 /// No effect during the leave phase.
 template <class Context>
-    requires std::derived_from<Context, chain_context<Context>>
+    requires(std::derived_from<Context, chain_context<Context>>)
 void terminate(Context& ctx)
 {
     auto& ex = detail::execution<Context>::of(ctx, "plinth::terminate");

@@ -23,16 +23,21 @@ namespace plinth {
 
 namespace detail {
 
-template <class T> struct is_response_awaitable : std::false_type {};
-template <> struct is_response_awaitable<asio::awaitable<response>> : std::true_type {};
+template <class T>
+struct is_response_awaitable : std::false_type {
+};
+template <>
+struct is_response_awaitable<asio::awaitable<response>> : std::true_type {
+};
 
 template <class F, class Arg>
-concept handler_of = std::is_invocable_v<F&, Arg>
-    && (std::is_same_v<std::invoke_result_t<F&, Arg>, response>
-        || is_response_awaitable<std::invoke_result_t<F&, Arg>>::value);
+concept handler_of = std::is_invocable_v<F&, Arg> &&(
+    std::is_same_v<std::invoke_result_t<F&, Arg>,
+                   response> || is_response_awaitable<std::invoke_result_t<F&, Arg>>::value);
 
 template <class F, class Arg, class Handle>
-concept handle_handler_of = std::is_invocable_v<F&, Arg, Handle> && std::is_void_v<std::invoke_result_t<F&, Arg, Handle>>;
+concept handle_handler_of =
+    std::is_invocable_v<F&, Arg, Handle> && std::is_void_v<std::invoke_result_t<F&, Arg, Handle>>;
 
 template <class F, class Arg>
 concept suspended_handler_of = handle_handler_of<F, Arg, async_response>;
@@ -45,9 +50,10 @@ concept stream_handler_of = handle_handler_of<F, Arg, response_stream>;
 
 /// The handle a handler of this shape takes after its request (void: none).
 template <class F, class Arg>
-using handle_of = std::conditional_t<suspended_handler_of<F, Arg>, async_response,
-                                     std::conditional_t<sse_handler_of<F, Arg>, sse_stream,
-                                                        std::conditional_t<stream_handler_of<F, Arg>, response_stream, void>>>;
+using handle_of =
+    std::conditional_t<suspended_handler_of<F, Arg>, async_response,
+                       std::conditional_t<sse_handler_of<F, Arg>, sse_stream,
+                                          std::conditional_t<stream_handler_of<F, Arg>, response_stream, void>>>;
 
 template <class F, class Arg>
 concept handle_handler = !std::is_void_v<handle_of<F, Arg>>;
@@ -64,8 +70,8 @@ concept handle_handler = !std::is_void_v<handle_of<F, Arg>>;
 /// `request` by value gets a copy; one taking `const request&` may keep the reference until its
 /// coroutine completes or its handle is resolved.
 template <class F>
-concept handler = detail::handler_of<F, context&> || detail::handler_of<F, request&>
-    || detail::handle_handler<F, context&> || detail::handle_handler<F, request&>;
+concept handler = detail::handler_of<F, context&> || detail::handler_of<F, request&> || detail::handle_handler<
+    F, context&> || detail::handle_handler<F, request&>;
 
 /// Adapts a handler into an interceptor whose `enter` stores the response in the context.
 template <handler F>
@@ -83,7 +89,8 @@ interceptor make_handler(std::string name, F f)
     using handle = detail::handle_of<F, arg>;
     if constexpr (std::is_same_v<handle, async_response>) // a callback stage: no frame while suspended
         i.enter = detail::callback_stage{[f = std::move(f), input](context& c, detail::stage_handler done) mutable {
-            detail::suspend_then(c, [&](async_response ar) { std::invoke(f, input(c), std::move(ar)); }, std::move(done));
+            detail::suspend_then(
+                c, [&](async_response ar) { std::invoke(f, input(c), std::move(ar)); }, std::move(done));
         }};
     else if constexpr (!std::is_void_v<handle>) // a stream: the head goes out when the chain ends
         i.enter = [f = std::move(f), input](context& c) mutable { std::invoke(f, input(c), handle::open(c)); };

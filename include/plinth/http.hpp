@@ -65,7 +65,10 @@ class optional_response {
 public:
     optional_response() noexcept = default;
     optional_response(std::nullopt_t) noexcept {}
-    optional_response(response r) : box_(std::make_unique<std::optional<response>>(std::move(r))) {}
+    optional_response(response r)
+        : box_(std::make_unique<std::optional<response>>(std::move(r)))
+    {
+    }
     optional_response(std::optional<response> r)
     {
         if (r)
@@ -96,7 +99,7 @@ public:
     // A template, as std::optional's: `= {}` then empties it, and `= {status, version}` makes a
     // response.
     template <class R = response>
-        requires std::same_as<std::remove_cvref_t<R>, response>
+        requires(std::same_as<std::remove_cvref_t<R>, response>)
     optional_response& operator=(R&& r)
     {
         if (box_)
@@ -341,7 +344,7 @@ struct exchange {
     /// Null outside a server. A server's connection completes or releases `suspensions` before
     /// the exchange and `policy` go: they borrow `executor` and the policy's log.
     detail::exchange_owner* owner = nullptr;
-    detail::suspension_policy* policy = nullptr;   ///< null outside a server
+    detail::suspension_policy* policy = nullptr; ///< null outside a server
 };
 
 /// The context an HTTP request travels in through the chain.
@@ -349,7 +352,10 @@ class context : public chain_context<context> {
 public:
     context() = default;
 
-    explicit context(plinth::exchange& ex) noexcept : exchange_(&ex) {}
+    explicit context(plinth::exchange& ex) noexcept
+        : exchange_(&ex)
+    {
+    }
 
     /// The request. Interceptors may change it (parse a body, rewrite a header).
     plinth::request& request() const noexcept { return exchange_->request; }
@@ -399,12 +405,16 @@ class chain : public basic_chain<context> {
 public:
     chain() { terminate_when(has_response); }
 
-    chain(std::vector<interceptor> interceptors) : basic_chain<context>(std::move(interceptors))
+    chain(std::vector<interceptor> interceptors)
+        : basic_chain<context>(std::move(interceptors))
     {
         terminate_when(has_response);
     }
 
-    chain(std::initializer_list<interceptor> interceptors) : chain(std::vector<interceptor>(interceptors)) {}
+    chain(std::initializer_list<interceptor> interceptors)
+        : chain(std::vector<interceptor>(interceptors))
+    {
+    }
 
     /// The HTTP terminator: a response is present.
     static bool has_response(const context& c) noexcept { return c.response.has_value(); }
@@ -441,7 +451,8 @@ std::shared_ptr<suspension<response>> begin_suspension(context& ctx, Setup& setu
         if (ex.owner && ex.owner->owns(ex))
             state = std::make_shared<suspension<response>>(ex.executor, policy ? policy->log.get() : nullptr);
         else
-            state = (policy ? async_response::make(ex.executor, policy->log) : async_response::make(ex.executor)).state();
+            state =
+                (policy ? async_response::make(ex.executor, policy->log) : async_response::make(ex.executor)).state();
         ex.suspensions.push_back(state);
     }
     catch (...) { // bad_alloc: not suspended after all
@@ -504,9 +515,8 @@ void suspend_then(context& ctx, Setup setup, stage_handler done)
         state = begin_suspension(ctx, setup);
     }
     catch (...) {
-        asio::post(ctx.executor(), [done = std::move(done), e = std::current_exception()]() mutable {
-            std::move(done)(std::move(e));
-        });
+        asio::post(ctx.executor(),
+                   [done = std::move(done), e = std::current_exception()]() mutable { std::move(done)(std::move(e)); });
         return;
     }
     // The waiter keeps a plain pointer: the exchange holds the suspension until the request's
@@ -536,7 +546,7 @@ void suspend_then(context& ctx, Setup setup, stage_handler done)
 /// Beyond the server's `max_suspended`, throws `http_error` 503 at once. Call it where stages
 /// run, on the context's executor (the connection's strand).
 template <class Setup>
-    requires std::invocable<Setup&, async_response>
+    requires(std::invocable<Setup&, async_response>)
 asio::awaitable<void> suspend(context& ctx, Setup setup)
 {
     auto state = detail::begin_suspension(ctx, setup);

@@ -17,9 +17,9 @@
 
 #include <algorithm>
 #include <array>
+#include <memory>
 #include <optional>
 #include <span>
-#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -34,13 +34,16 @@ class route {
 public:
     /// A route answered by `h` alone.
     template <handler H>
-    route(http::verb method, std::string path, H h) : route(method, std::move(path), {}, std::move(h))
+    route(http::verb method, std::string path, H h)
+        : route(method, std::move(path), {}, std::move(h))
     {
     }
 
     /// A route running `interceptors`; one of them (usually the last) sets the response.
     route(http::verb method, std::string path, std::vector<interceptor> interceptors)
-        : method_(method), path_(std::move(path)), interceptors_(std::move(interceptors))
+        : method_(method)
+        , path_(std::move(path))
+        , interceptors_(std::move(interceptors))
     {
         for (const auto& i : interceptors_)
             if (!i.valid())
@@ -89,7 +92,9 @@ public:
 
     /// Builds the table. Throws `std::invalid_argument` for a malformed template or for two routes
     /// that match the same requests, naming both.
-    explicit router(std::vector<route> routes) : routes_(std::move(routes)), root_(std::make_unique<node>())
+    explicit router(std::vector<route> routes)
+        : routes_(std::move(routes))
+        , root_(std::make_unique<node>())
     {
         for (std::size_t i = 0; i < routes_.size(); ++i)
             insert(i);
@@ -185,10 +190,9 @@ private:
     using value_list = boost::container::small_vector<const std::string*, 8>;
 
     // Every method a route may use, in the order Allow lists them.
-    static constexpr std::array method_order{
-        http::verb::get,   http::verb::head,    http::verb::post,  http::verb::put,
-        http::verb::patch, http::verb::delete_, http::verb::options, http::verb::trace,
-        http::verb::connect};
+    static constexpr std::array method_order{http::verb::get,     http::verb::head,  http::verb::post,
+                                             http::verb::put,     http::verb::patch, http::verb::delete_,
+                                             http::verb::options, http::verb::trace, http::verb::connect};
 
     static unsigned order_of(http::verb v)
     {
@@ -263,8 +267,8 @@ private:
             else {
                 if (seg.find_first_of("{}") != std::string_view::npos)
                     fail("a parameter must be a whole segment, as in /users/{id}");
-                auto it = std::find_if(n->literals.begin(), n->literals.end(),
-                                       [&](const auto& l) { return l.first == seg; });
+                auto it =
+                    std::find_if(n->literals.begin(), n->literals.end(), [&](const auto& l) { return l.first == seg; });
                 if (it == n->literals.end()) {
                     n->literals.emplace_back(std::string(seg), std::make_unique<node>());
                     it = std::prev(n->literals.end());

@@ -14,8 +14,8 @@
 #include <plinth/router.hpp>
 #include <plinth/server_options.hpp>
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -46,7 +46,8 @@ class server {
 public:
     /// A server that will run on `ioc`. Nothing is bound until `start`.
     explicit server(asio::io_context& ioc, server_options options = {})
-        : ioc_(ioc), acceptor_(std::make_shared<asio::ip::tcp::acceptor>(asio::make_strand(ioc)))
+        : ioc_(ioc)
+        , acceptor_(std::make_shared<asio::ip::tcp::acceptor>(asio::make_strand(ioc)))
     {
         core_ = std::make_shared<detail::server_core>(acceptor_->get_executor(), std::move(options));
     }
@@ -137,10 +138,18 @@ public:
     server_stats stats() const noexcept
     {
         const auto& s = core_->policy.stats;
-        return {core_->open_connections.load(), core_->accepted.load(), core_->requests.load(),
-                s.suspended.load(),             s.resumed.load(),          s.cancelled.load(),
-                s.timed_out.load(),             s.disconnected.load(),     s.completed.load(),
-                core_->refused.load(),          core_->rejected.load(),    core_->timeouts.load(),
+        return {core_->open_connections.load(),
+                core_->accepted.load(),
+                core_->requests.load(),
+                s.suspended.load(),
+                s.resumed.load(),
+                s.cancelled.load(),
+                s.timed_out.load(),
+                s.disconnected.load(),
+                s.completed.load(),
+                core_->refused.load(),
+                core_->rejected.load(),
+                core_->timeouts.load(),
                 s.streams.load()};
     }
 
@@ -188,10 +197,12 @@ private:
     {
         for (;;) {
             // One strand per connection, unless one thread runs everything anyway.
-            const asio::any_io_executor ex = core->options.single_threaded ? asio::any_io_executor(ioc.get_executor())
-                                                                            : asio::any_io_executor(asio::make_strand(ioc));
+            const asio::any_io_executor ex = core->options.single_threaded
+                ? asio::any_io_executor(ioc.get_executor())
+                : asio::any_io_executor(asio::make_strand(ioc));
             // The socket's executor is the io_context's: see detail::tcp_socket.
-            auto [ec, socket] = co_await acceptor->async_accept(ioc.get_executor(), asio::as_tuple(asio::use_awaitable));
+            auto [ec, socket] =
+                co_await acceptor->async_accept(ioc.get_executor(), asio::as_tuple(asio::use_awaitable));
             if (!acceptor->is_open())
                 co_return;
             if (ec) {

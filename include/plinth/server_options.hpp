@@ -19,9 +19,9 @@ namespace plinth {
 /// How a server listens and what it tolerates. Every limit has a default and a status; a zero
 /// timeout means "none".
 struct server_options {
-    std::string address = "127.0.0.1";        ///< address to bind
-    std::uint16_t port = 8080;                 ///< port to bind; 0 picks a free one (see server::port)
-    std::string server_name = "plinth";        ///< the `Server` header, unless the response has one
+    std::string address = "127.0.0.1";  ///< address to bind
+    std::uint16_t port = 8080;          ///< port to bind; 0 picks a free one (see server::port)
+    std::string server_name = "plinth"; ///< the `Server` header, unless the response has one
 
     /// Request line + headers; beyond: 431 and close (414 when the request line alone is longer).
     std::uint32_t max_header_bytes = 8 * 1024;
@@ -74,9 +74,9 @@ struct server_options {
 
 /// A snapshot of a server's counters.
 struct server_stats {
-    std::uint64_t connections = 0; ///< open now
-    std::uint64_t accepted = 0;    ///< accepted so far
-    std::uint64_t requests = 0;    ///< requests answered so far (response produced)
+    std::uint64_t connections = 0;  ///< open now
+    std::uint64_t accepted = 0;     ///< accepted so far
+    std::uint64_t requests = 0;     ///< requests answered so far (response produced)
     std::uint64_t suspended = 0;    ///< requests suspended now
     std::uint64_t resumed = 0;      ///< suspensions resumed (response or error)
     std::uint64_t cancelled = 0;    ///< suspensions cancelled (503)

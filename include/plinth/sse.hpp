@@ -92,9 +92,12 @@ public:
     bool send(const sse_event& e) const { return stream_.write(format_event(e)); }
 
     /// Queues an event with `data` alone.
-    bool send(std::string data) const { sse_event e;
+    bool send(std::string data) const
+    {
+        sse_event e;
         e.data = std::move(data);
-        return send(e); }
+        return send(e);
+    }
 
     /// Queues `e` and completes with `void(error_code)` once it has been handed to the socket
     /// (see `response_stream::async_write`): a producer that waits follows the client's pace.
@@ -135,7 +138,10 @@ public:
     explicit operator bool() const noexcept { return static_cast<bool>(stream_); }
 
 private:
-    explicit sse_stream(std::shared_ptr<detail::stream_state> s) : stream_(std::move(s)) {}
+    explicit sse_stream(std::shared_ptr<detail::stream_state> s)
+        : stream_(std::move(s))
+    {
+    }
 
     response_stream stream_;
 };

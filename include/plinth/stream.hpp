@@ -36,8 +36,11 @@ inline std::shared_ptr<stream_state> open_stream(context& ctx, response head, st
         throw std::logic_error("plinth: this request already opened a stream");
     const auto* policy = ex.policy;
     auto state = std::make_shared<stream_state>(ex.executor,
-                                                options ? *options : policy ? policy->streams : stream_options{},
-                                                policy ? (policy->log ? *policy->log : log_function()) : log_function(log_to_stderr));
+                                                options      ? *options
+                                                    : policy ? policy->streams
+                                                             : stream_options{},
+                                                policy ? (policy->log ? *policy->log : log_function())
+                                                       : log_function(log_to_stderr));
     head.body().clear();
     ctx.response = std::move(head); // ends the enter phase, like any response
     ex.stream = state;
@@ -53,7 +56,8 @@ void push_with_handler(const std::shared_ptr<stream_state>& state, std::string d
         return;
     }
     auto ex = asio::get_associated_executor(handler, asio::system_executor());
-    asio::post(ex, [h = std::forward<Handler>(handler)]() mutable { std::move(h)(make_error_code(stream_errc::closed)); });
+    asio::post(ex,
+               [h = std::forward<Handler>(handler)]() mutable { std::move(h)(make_error_code(stream_errc::closed)); });
 }
 
 } // namespace detail
@@ -140,7 +144,10 @@ public:
 
 private:
     friend class sse_stream;
-    explicit response_stream(std::shared_ptr<detail::stream_state> s) : state_(std::move(s)) {}
+    explicit response_stream(std::shared_ptr<detail::stream_state> s)
+        : state_(std::move(s))
+    {
+    }
 
     std::shared_ptr<detail::stream_state> state_;
 };

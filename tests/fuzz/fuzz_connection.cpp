@@ -105,14 +105,16 @@ struct fuzz_server {
     fuzz_server()
     {
         srv.use({.name = "fuzz-interceptor",
-                 .enter = [](plinth::context& c) {
-                     if (!c.request()["X-Deny"].empty())
-                         c.response = plinth::text("denied", http::status::forbidden);
-                 },
-                 .leave = [](plinth::context& c) {
-                     if (c.response)
-                         c.response->set("X-Fuzz", "left");
-                 }});
+                 .enter =
+                     [](plinth::context& c) {
+                         if (!c.request()["X-Deny"].empty())
+                             c.response = plinth::text("denied", http::status::forbidden);
+                     },
+                 .leave =
+                     [](plinth::context& c) {
+                         if (c.response)
+                             c.response->set("X-Fuzz", "left");
+                     }});
         srv.routes({
             {http::verb::get, "/hi", [](const plinth::request&) { return plinth::text("hi"); }},
             {http::verb::get, "/users/{id}",
@@ -127,7 +129,8 @@ struct fuzz_server {
             // Last-Event-ID, and a chunked body closed with a trailer from another thread.
             {http::verb::get, "/events",
              [this](const plinth::request&, plinth::sse_stream s) {
-                 s.send(plinth::sse_event{.data = "a\nb", .event = "e", .id = std::string(s.last_event_id()), .retry = {}});
+                 s.send(plinth::sse_event{
+                     .data = "a\nb", .event = "e", .id = std::string(s.last_event_id()), .retry = {}});
                  asio::post(resumer, [s] {
                      s.send("from another thread");
                      s.close();

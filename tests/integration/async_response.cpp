@@ -30,7 +30,7 @@ struct parking_lot {
     std::mutex mutex;
     std::condition_variable cv;
     std::vector<plinth::async_response> handles;
-    std::vector<std::string> events;                      // "disconnect", "complete", "complete: <error>"
+    std::vector<std::string> events; // "disconnect", "complete", "complete: <error>"
     std::vector<std::promise<std::exception_ptr>> completions;
 
     plinth::route route(std::string path = "/park")
@@ -222,7 +222,7 @@ TEST_CASE("async_response: a write that fails on resume (client gone): on_discon
     auto ar = lot.park(c, "X");
     std::this_thread::sleep_for(50ms); // the read-ahead takes the byte and stops
     reset_connection(c);
-    std::this_thread::sleep_for(50ms); // the reset reaches the server's socket
+    std::this_thread::sleep_for(50ms);                         // the reset reaches the server's socket
     CHECK(ar.resume(plinth::text(std::string(1 << 20, 'x')))); // the handle won; the write cannot
 
     auto error = lot.completion(0);
@@ -342,7 +342,8 @@ TEST_CASE("async_response: a throwing callback is logged, the others still run, 
     log_capture log;
     std::promise<void> last_ran;
     std::vector<plinth::route> routes{
-        {http::verb::get, "/cb", [&](const plinth::request&, plinth::async_response ar) {
+        {http::verb::get, "/cb",
+         [&](const plinth::request&, plinth::async_response ar) {
              ar.on_complete([](std::exception_ptr) { throw std::runtime_error("callback exploded"); });
              ar.on_complete([&](std::exception_ptr) { last_ran.set_value(); });
              ar.resume(plinth::text("fine"));
@@ -385,8 +386,8 @@ TEST_CASE("async_response: 10,000 requests suspended at once on one thread are a
 
     parking_lot lot;
     test_server srv{routes_with(lot), {}, {}, 1};
-    std::string command = std::string(PLINTH_LOAD_CLIENT) + " --port " + std::to_string(srv.port())
-        + " --connections " + std::to_string(n) + " --target /park 2>&1";
+    std::string command = std::string(PLINTH_LOAD_CLIENT) + " --port " + std::to_string(srv.port()) + " --connections "
+        + std::to_string(n) + " --target /park 2>&1";
     auto load = std::async(std::launch::async, [&] {
         std::string out;
         FILE* p = ::popen(command.c_str(), "r");
@@ -420,14 +421,16 @@ TEST_CASE("async_response: 10,000 requests suspended at once on one thread are a
         CHECK_FALSE(ar.is_suspended());
 }
 
-TEST_CASE("async_response: a request that suspends after the stop's grace ended is cancelled at once", "[async_response]")
+TEST_CASE("async_response: a request that suspends after the stop's grace ended is cancelled at once",
+          "[async_response]")
 {
     std::promise<void> entered;
     plinth::interceptor slow{.name = "slow", .enter = [&](plinth::context&) -> asio::awaitable<void> {
                                  entered.set_value();
                                  // Not cancellable, so the end of the grace cannot cut this stage short.
                                  asio::steady_timer t{co_await asio::this_coro::executor, 200ms};
-                                 co_await t.async_wait(asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable));
+                                 co_await t.async_wait(
+                                     asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable));
                              }};
     std::vector<plinth::route> routes{
         {http::verb::get, "/late", {slow}, [](const plinth::request&, plinth::async_response) { /* never resumed */ }}};
@@ -463,7 +466,7 @@ TEST_CASE("async_response: a handle kept after its io_context is gone answers fa
         REQUIRE(kept);
         state = kept->state();
         CHECK(kept->is_suspended());
-    } // the server, then the io_context, with the request still suspended
+    }                              // the server, then the io_context, with the request still suspended
     CHECK(state.use_count() == 1); // only the kept handle
     CHECK(kept->is_done());
     CHECK_FALSE(kept->resume(plinth::text("too late")));

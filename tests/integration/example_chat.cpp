@@ -49,7 +49,10 @@ std::ostream& operator<<(std::ostream& os, const chat_message& m)
 
 class json_reader {
 public:
-    explicit json_reader(std::string_view s) : s_(s) {}
+    explicit json_reader(std::string_view s)
+        : s_(s)
+    {
+    }
 
     std::vector<chat_message> messages()
     {
@@ -587,8 +590,8 @@ TEST_CASE("example chat: /chat/poll with nothing new waits, and a message from a
 
     CHECK(res.result() == http::status::ok);
     CHECK(parse_messages(res.body()) == std::vector<chat_message>{{id, "wake up"}});
-    CHECK(after_post < 2000);         // woken by the post, not by the 10 s timeout
-    CHECK(ms_since(asked) >= 200);    // it did wait
+    CHECK(after_post < 2000);      // woken by the post, not by the 10 s timeout
+    CHECK(ms_since(asked) >= 200); // it did wait
     CHECK(ms_since(asked) < 5000);
     wait_until([&] { return has(stats(poster), "\"suspended\":0"); });
 }
@@ -722,16 +725,14 @@ TEST_CASE("example chat: reconnecting with Last-Event-ID replays exactly the mes
     {
         event_client events{example.port(), "/events?interval_ms=3600000", "Last-Event-ID: 2\r\n"};
         CHECK(events.status() == 200);
-        CHECK(replayed(events, 3)
-              == std::vector<chat_message>{{3, "message 3"}, {4, "message 4"}, {5, "message 5"}});
+        CHECK(replayed(events, 3) == std::vector<chat_message>{{3, "message 3"}, {4, "message 4"}, {5, "message 5"}});
         const auto fresh = post(c, "fresh");
         CHECK(replayed(events, 1) == std::vector<chat_message>{{fresh, "fresh"}}); // nothing in between
     }
     SECTION("?after= for a first connection")
     {
         event_client events{example.port(), "/events?interval_ms=3600000&after=2"};
-        CHECK(replayed(events, 3)
-              == std::vector<chat_message>{{3, "message 3"}, {4, "message 4"}, {5, "message 5"}});
+        CHECK(replayed(events, 3) == std::vector<chat_message>{{3, "message 3"}, {4, "message 4"}, {5, "message 5"}});
         const auto fresh = post(c, "fresh");
         CHECK(replayed(events, 1) == std::vector<chat_message>{{fresh, "fresh"}});
     }

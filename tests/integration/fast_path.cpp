@@ -43,7 +43,9 @@ namespace {
 // One keep-alive connection sending the same request over and over, `depth` at a time.
 class repeater {
 public:
-    repeater(std::uint16_t port, std::string request, unsigned depth) : socket_(ioc_), depth_(depth)
+    repeater(std::uint16_t port, std::string request, unsigned depth)
+        : socket_(ioc_)
+        , depth_(depth)
     {
         socket_.connect({asio::ip::make_address("127.0.0.1"), port});
         socket_.set_option(tcp::no_delay(true));
@@ -98,7 +100,8 @@ std::vector<plinth::route> bench_routes()
 {
     return {
         {http::verb::get, "/hello", [](const plinth::request&) { return plinth::text("Hello, World!"); }},
-        {http::verb::get, "/users/{id}", [](const plinth::context& c) { return plinth::text(std::string(c.param("id"))); }},
+        {http::verb::get, "/users/{id}",
+         [](const plinth::context& c) { return plinth::text(std::string(c.param("id"))); }},
         {http::verb::get, "/suspend",
          [](const plinth::context&, plinth::async_response ar) { ar.resume(plinth::text("resumed")); }},
         {http::verb::get, "/await",
@@ -133,8 +136,8 @@ double measure(const std::string& request, unsigned depth)
     test_server srv{bench_routes(), {}, add_interceptor, 1};
     repeater r{srv.port(), request, depth};
     const double per_request = r.allocations_per_request();
-    UNSCOPED_INFO(request.substr(0, request.find(' ', 4)) << " depth " << depth << ": " << per_request
-                                                          << " allocations per request");
+    UNSCOPED_INFO(request.substr(0, request.find(' ', 4))
+                  << " depth " << depth << ": " << per_request << " allocations per request");
     return per_request;
 }
 
@@ -204,7 +207,8 @@ TEST_CASE("fast path: the answers held for a pipelined batch go out as soon as a
     test_server srv{std::move(routes)};
     client c{srv.port()};
     auto handle = p.handle.get_future();
-    c.write_raw(hello_request + hello_request + hello_request + "GET /park HTTP/1.1\r\nHost: t\r\n\r\n" + hello_request);
+    c.write_raw(hello_request + hello_request + hello_request + "GET /park HTTP/1.1\r\nHost: t\r\n\r\n"
+                + hello_request);
     auto ar = handle.get(); // suspended, not resumed: the three answers before it must not wait for it
     for (int i = 0; i < 3; ++i)
         CHECK(c.read().body() == "Hello, World!");

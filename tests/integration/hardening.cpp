@@ -128,7 +128,11 @@ std::chrono::duration<double, std::milli> get_hello(client& c, const std::string
 /// A keep-alive client connected before the bad input is sent, served at once.
 class bystander {
 public:
-    explicit bystander(std::uint16_t port) : c_(port) { served("before the bad client"); }
+    explicit bystander(std::uint16_t port)
+        : c_(port)
+    {
+        served("before the bad client");
+    }
 
     /// One GET /hello, answered normally; `when` names the moment, for failures.
     std::chrono::duration<double, std::milli> served(const std::string& when)
@@ -193,7 +197,10 @@ void check_rejected(std::string_view bytes, http::status expected, plinth::serve
     b.served("after the bad client was closed");
 }
 
-std::string smuggled() { return "GET /count HTTP/1.1\r\nHost: x\r\n\r\n"; }
+std::string smuggled()
+{
+    return "GET /count HTTP/1.1\r\nHost: x\r\n\r\n";
+}
 
 std::string hex(std::size_t n)
 {
@@ -330,14 +337,16 @@ TEST_CASE("hardening: a chunk extension longer than the connection's buffer gets
           "[hardening]")
 {
     // No parser limit covers chunk extensions: the bounded read buffer does.
-    check_rejected("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;ext=" + std::string(200'000, 'a'),
+    check_rejected("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;ext="
+                       + std::string(200'000, 'a'),
                    http::status::bad_request);
 }
 
 TEST_CASE("hardening: trailer fields of a chunked body do not become request headers", "[hardening]")
 {
-    std::vector<plinth::route> routes{
-        {http::verb::post, "/who", [](const plinth::request& r) { return plinth::text(std::string(r["X-User"]) + "|"); }}};
+    std::vector<plinth::route> routes{{http::verb::post, "/who", [](const plinth::request& r) {
+                                           return plinth::text(std::string(r["X-User"]) + "|");
+                                       }}};
     test_server srv{std::move(routes)};
     client c{srv.port()};
     c.write_raw("POST /who HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"

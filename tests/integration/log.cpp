@@ -152,12 +152,16 @@ TEST_CASE("log: a handler exception is logged at error level with the request an
     auto res = c.get("/throw?id=42");
     CHECK(res.result() == http::status::internal_server_error);
     CHECK(res.body().find("secret") == std::string::npos);
-    CHECK(eventually([&] { return logged(log, plinth::log_level::error, {"GET /throw", "secret database password"}); }));
+    CHECK(eventually([&] {
+        return logged(log, plinth::log_level::error, {"GET /throw", "secret database password"});
+    }));
 
     res = c.get("/throw-async");
     CHECK(res.result() == http::status::internal_server_error);
     CHECK(res.body().find("secret") == std::string::npos);
-    CHECK(eventually([&] { return logged(log, plinth::log_level::error, {"GET /throw-async", "secret internal state"}); }));
+    CHECK(eventually([&] {
+        return logged(log, plinth::log_level::error, {"GET /throw-async", "secret internal state"});
+    }));
     INFO(log.dump());
     CHECK(c.get("/hello").result() == http::status::ok);
 }

@@ -32,7 +32,8 @@ std::vector<plinth::route> demo_routes()
 {
     return {
         {http::verb::get, "/hello", [](const plinth::request&) { return plinth::text("Hello, World!"); }},
-        {http::verb::get, "/users/{id}", [](const plinth::context& c) { return plinth::text(std::string(c.param("id"))); }},
+        {http::verb::get, "/users/{id}",
+         [](const plinth::context& c) { return plinth::text(std::string(c.param("id"))); }},
         {http::verb::post, "/echo", [](const plinth::request& r) { return plinth::text(r.body()); }},
         {http::verb::get, "/delay", delay},
         {http::verb::get, "/throw",
@@ -240,8 +241,7 @@ TEST_CASE("server: interceptors added with use() run around every route", "[serv
 {
     std::atomic<int> leaves{0};
     test_server srv{demo_routes(), {}, [&](plinth::server& s) {
-                        s.use({.name = "stamp",
-                               .leave = [&](plinth::context& c) {
+                        s.use({.name = "stamp", .leave = [&](plinth::context& c) {
                                    ++leaves;
                                    if (c.response)
                                        c.response->set("X-Stamp", "yes");
@@ -301,7 +301,8 @@ TEST_CASE("server: single_threaded runs connections without strands, and request
             }
         });
     auto parked_statuses = std::async(std::launch::async, [&] { return concurrent_gets(srv.port(), "/park", 100); });
-    auto waited_statuses = std::async(std::launch::async, [&] { return concurrent_gets(srv.port(), "/delay?ms=20", 100); });
+    auto waited_statuses =
+        std::async(std::launch::async, [&] { return concurrent_gets(srv.port(), "/delay?ms=20", 100); });
     client c{srv.port()};
     c.write_raw("GET /users/1 HTTP/1.1\r\nHost: t\r\n\r\nGET /users/2 HTTP/1.1\r\nHost: t\r\n\r\n");
     CHECK(c.read().body() == "1");

@@ -318,9 +318,8 @@ TEST_CASE("shutdown: 1,000 suspended requests and a stop: each gets 503 with Ret
     CHECK(s.cancelled == n);
     CHECK(s.completed == n);
     // No leak: every suspension's state is gone with its request, and run() has nothing left.
-    CHECK(eventually([&] {
-        return std::all_of(states.begin(), states.end(), [](const auto& w) { return w.expired(); });
-    }));
+    CHECK(eventually(
+        [&] { return std::all_of(states.begin(), states.end(), [](const auto& w) { return w.expired(); }); }));
     CHECK(srv.join_within(3s));
 }
 
@@ -436,8 +435,7 @@ TEST_CASE("shutdown: stop() without arguments uses options.shutdown_grace", "[sh
     CHECK(srv.join_within(3s));
 }
 
-TEST_CASE("shutdown: an async_stop after the stop completed completes at once, through the io_context",
-          "[shutdown]")
+TEST_CASE("shutdown: an async_stop after the stop completed completes at once, through the io_context", "[shutdown]")
 {
     asio::io_context ioc{1};
     auto options = shutdown_options();
@@ -495,7 +493,7 @@ TEST_CASE("shutdown: a request whose handler suspends after the stop began is an
 
     const auto t0 = steady::now();
     auto stopped = srv.server().async_stop(1s, asio::use_future);
-    lot.wait_for(0); // the handler ran, ~200 ms into the grace
+    lot.wait_for(0);                                 // the handler ran, ~200 ms into the grace
     check_503_at_end_of_grace(c, t0, 900ms, 4000ms); // not when it suspended
     CHECK(stopped.wait_for(3s) == std::future_status::ready);
     CHECK(lot.completed == 1);
@@ -512,8 +510,9 @@ TEST_CASE("shutdown: an awaitable stage that runs after the request's suspension
                                        co_await t.async_wait(asio::use_awaitable);
                                    }};
     std::vector<plinth::route> routes{
-        {http::verb::get, "/p", {slow_leave},
-         [](const plinth::request&, plinth::async_response ar) { ar.resume(plinth::text("resumed")); }}};
+        {http::verb::get, "/p", {slow_leave}, [](const plinth::request&, plinth::async_response ar) {
+             ar.resume(plinth::text("resumed"));
+         }}};
     test_server srv{std::move(routes), shutdown_options()};
     client c{srv.port()};
     c.write_raw("GET /p HTTP/1.1\r\nHost: t\r\n\r\n");

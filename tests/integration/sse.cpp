@@ -118,7 +118,8 @@ public:
     {
         const auto deadline = steady::now() + timeout;
         for (;;) {
-            auto e = next(std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(deadline - steady::now())));
+            auto e =
+                next(std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(deadline - steady::now())));
             if (!e || !e->is_heartbeat())
                 return e;
         }
@@ -136,9 +137,8 @@ using sse_hub = hub<plinth::sse_stream>;
 
 plinth::route sse_route(sse_hub& h, std::string path = "/events")
 {
-    return {http::verb::get, std::move(path), [&h](const plinth::request&, plinth::sse_stream s) {
-                h.add(s, std::string(s.last_event_id()));
-            }};
+    return {http::verb::get, std::move(path),
+            [&h](const plinth::request&, plinth::sse_stream s) { h.add(s, std::string(s.last_event_id())); }};
 }
 
 /// Waits until the stream's queue has not changed for 300 ms (at most 10 s): the size it settled
@@ -234,7 +234,11 @@ TEST_CASE("sse: event, id, retry and data fields are written in the event-stream
     // What a browser could not read is refused before anything is queued; the stream goes on.
     CHECK_THROWS_AS(s.send(plinth::sse_event{.data = "x", .id = "1\n2"}), std::invalid_argument);
     CHECK_THROWS_AS(s.send(plinth::sse_event{.data = "x", .event = "a\rb"}), std::invalid_argument);
-    CHECK_THROWS_AS(s.send(plinth::sse_event{.data = "x", .id = std::string("1\0" "2", 3)}), std::invalid_argument);
+    CHECK_THROWS_AS(s.send(plinth::sse_event{.data = "x",
+                                             .id = std::string("1\0"
+                                                               "2",
+                                                               3)}),
+                    std::invalid_argument);
     CHECK(s.is_open());
     CHECK(s.send("after the refused ones"));
     auto e = c.next();
@@ -271,7 +275,8 @@ TEST_CASE("sse: events sent from a std::thread and from a thread_pool strand arr
     asio::thread_pool pool{4};
     auto strand = asio::make_strand(pool);
     for (int i = 501; i <= 1000; ++i)
-        asio::post(strand, [s, i] { s.send(plinth::sse_event{.data = "p" + std::to_string(i), .id = std::to_string(i)}); });
+        asio::post(strand,
+                   [s, i] { s.send(plinth::sse_event{.data = "p" + std::to_string(i), .id = std::to_string(i)}); });
     for (int i = 501; i <= 1000; ++i) {
         auto e = c.next_event();
         REQUIRE(e);
@@ -708,8 +713,8 @@ TEST_CASE("sse: a graceful stop ends an event stream at once: on_close(server_st
     CHECK(c.body->trailer().empty());
     CHECK(c.w.closed_by_server()); // ...then the close
     const bool stop_done = stopped.wait_for(10s) == std::future_status::ready;
-    INFO("connections: " << srv.server().stats().connections << "; the io_context's threads returned from run(): "
-                         << srv.join_within(0s));
+    INFO("connections: " << srv.server().stats().connections
+                         << "; the io_context's threads returned from run(): " << srv.join_within(0s));
     REQUIRE(stop_done);
     const auto took = ms_between(t0);
     INFO("the stop took " << took << " ms");

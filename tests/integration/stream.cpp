@@ -284,8 +284,7 @@ TEST_CASE("stream: a producer awaiting async_write of 64 KiB chunks stalls while
     CHECK(h.wait_closed(0) == plinth::close_reason::closed);
 }
 
-TEST_CASE("stream: an empty write writes nothing and does not end the body; an empty async_write succeeds",
-          "[stream]")
+TEST_CASE("stream: an empty write writes nothing and does not end the body; an empty async_write succeeds", "[stream]")
 {
     stream_hub h;
     test_server srv{{chunks_route(h)}};
@@ -676,9 +675,9 @@ TEST_CASE("stream: stats().streams counts the open streams (chunked and event st
 {
     stream_hub h;
     hub<plinth::sse_stream> events;
-    test_server srv{{chunks_route(h),
-                     {http::verb::get, "/events",
-                      [&events](const plinth::request&, plinth::sse_stream s) { events.add(s); }}}};
+    test_server srv{
+        {chunks_route(h),
+         {http::verb::get, "/events", [&events](const plinth::request&, plinth::sse_stream s) { events.add(s); }}}};
     CHECK(srv.server().stats().streams == 0);
     wire a{srv.port()}, b{srv.port()}, e{srv.port()};
     open_stream(a);

@@ -39,7 +39,8 @@ class wire {
 public:
     /// Connects to `port`; `rcvbuf` > 0 sets the receive buffer before the connect, so the TCP
     /// window stays that small and a client that does not read holds little.
-    explicit wire(std::uint16_t port, int rcvbuf = 0) : socket_(ioc_)
+    explicit wire(std::uint16_t port, int rcvbuf = 0)
+        : socket_(ioc_)
     {
         socket_.open(tcp::v4());
         if (rcvbuf > 0)
@@ -249,7 +250,11 @@ private:
 /// A streamed body as it arrives, chunked or (HTTP/1.0) ended by the close.
 class body_reader {
 public:
-    body_reader(wire& w, bool chunked) : w_(w), chunked_(chunked) {}
+    body_reader(wire& w, bool chunked)
+        : w_(w)
+        , chunked_(chunked)
+    {
+    }
 
     /// Reads the next piece of the body: false at its end or when the deadline passes.
     bool pull(steady::time_point deadline)
@@ -272,7 +277,8 @@ public:
             return true;
         }
         if (w_.buffered() == 0) {
-            const auto st = w_.fill(std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(deadline - steady::now())));
+            const auto st =
+                w_.fill(std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(deadline - steady::now())));
             if (st == wire::status::closed)
                 ended_ = true;
             if (st != wire::status::data)
@@ -409,7 +415,6 @@ inline plinth::route hello_route()
 {
     return {http::verb::get, "/hello", [](const plinth::request&) { return plinth::text("Hello"); }};
 }
-
 
 } // namespace plinth_test
 

@@ -94,7 +94,8 @@ private:
 /// A blocking HTTP/1.1 client on one connection; every read gives up (and fails the test) after 10 s.
 class client {
 public:
-    explicit client(std::uint16_t port) : socket_(ioc_)
+    explicit client(std::uint16_t port)
+        : socket_(ioc_)
     {
         socket_.connect({asio::ip::make_address("127.0.0.1"), port});
     }

@@ -154,10 +154,9 @@ double percentile(const std::vector<double>& sorted, double p)
 // Worth another try: the listen backlog or the ports of a source address were momentarily full.
 bool transient(const error_code& ec)
 {
-    return ec == asio::error::connection_refused || ec == asio::error::connection_reset ||
-           ec == asio::error::timed_out || ec == asio::error::try_again ||
-           ec == asio::error::address_in_use || ec == asio::error::no_buffer_space ||
-           ec == boost::system::errc::address_not_available;
+    return ec == asio::error::connection_refused || ec == asio::error::connection_reset || ec == asio::error::timed_out
+        || ec == asio::error::try_again || ec == asio::error::address_in_use || ec == asio::error::no_buffer_space
+        || ec == boost::system::errc::address_not_available;
 }
 
 struct server_stats {
@@ -169,7 +168,11 @@ struct server_stats {
 // One keep-alive connection from 127.0.0.1 for /stats and /resume, apart from the load.
 class control_connection {
 public:
-    control_connection(asio::io_context& ioc, tcp::endpoint server) : socket_(ioc), server_(server) {}
+    control_connection(asio::io_context& ioc, tcp::endpoint server)
+        : socket_(ioc)
+        , server_(server)
+    {
+    }
 
     // The response, or nullopt if the exchange failed (the next call reconnects).
     asio::awaitable<std::optional<http::response<http::string_body>>> request(http::verb verb, std::string target)
@@ -208,7 +211,10 @@ private:
 
 // One load connection: what the results need, nothing per request beyond the socket.
 struct connection {
-    explicit connection(asio::io_context& ioc) : socket(ioc) {}
+    explicit connection(asio::io_context& ioc)
+        : socket(ioc)
+    {
+    }
     tcp::socket socket;
     std::int64_t sent_ns = 0;    // the request was handed to the kernel
     std::int64_t arrived_ns = 0; // the response's last byte was parsed
@@ -219,8 +225,12 @@ struct connection {
 class load_test {
 public:
     load_test(asio::io_context& ioc, options opt)
-        : ioc_(ioc), opt_(std::move(opt)), server_(asio::ip::address_v4::loopback(), opt_.port),
-          control_(ioc, server_), wake_(ioc), ticker_(ioc)
+        : ioc_(ioc)
+        , opt_(std::move(opt))
+        , server_(asio::ip::address_v4::loopback(), opt_.port)
+        , control_(ioc, server_)
+        , wake_(ioc)
+        , ticker_(ioc)
     {
         std::string target = "/park";
         expected_status_ = http::status::ok;
@@ -319,10 +329,11 @@ public:
                     first = false;
                     last_arrival = std::max(last_arrival, c.arrived_ns);
                 }
-            const auto start_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(started_.time_since_epoch()).count();
+            const auto start_ns =
+                std::chrono::duration_cast<std::chrono::nanoseconds>(started_.time_since_epoch()).count();
             // Until the last answer; a timed-out run counts until now.
-            const double elapsed = timed_out || !all_answered ? ms_since(started_)
-                                                               : static_cast<double>(last_arrival - start_ns) / 1e6;
+            const double elapsed =
+                timed_out || !all_answered ? ms_since(started_) : static_cast<double>(last_arrival - start_ns) / 1e6;
             add("mode=waits n=%zu elapsed_ms=%.1f min_ms=%.1f max_ms=%.1f", opt_.n, elapsed, lo, hi);
             break;
         }
@@ -387,7 +398,8 @@ private:
     {
         co_await open_all(false);
         connect_ms_ = ms_since(started_);
-        std::cerr << "plinth-perf-load: " << connected_ << " connected in " << static_cast<long>(connect_ms_) << " ms\n";
+        std::cerr << "plinth-perf-load: " << connected_ << " connected in " << static_cast<long>(connect_ms_)
+                  << " ms\n";
         const unsigned rate = opt_.rate.value_or(0);
         const auto send_start = clock_type::now();
         asio::steady_timer timer{ioc_};
@@ -396,8 +408,8 @@ private:
             if (!conns_[i].socket.is_open())
                 continue; // its connect failed, already counted
             if (rate != 0) {
-                const auto due = send_start + std::chrono::nanoseconds(static_cast<std::int64_t>(
-                                                  static_cast<double>(k++) * 1e9 / rate));
+                const auto due = send_start
+                    + std::chrono::nanoseconds(static_cast<std::int64_t>(static_cast<double>(k++) * 1e9 / rate));
                 if (clock_type::now() < due) { // otherwise send everything due, then sleep again
                     timer.expires_at(due);
                     co_await timer.async_wait(use_tuple);
@@ -449,9 +461,9 @@ private:
     {
         auto& socket = conns_[i].socket;
         // 127.0.0.2 upwards, per_address each: one address has only ~28,000 ports to one server port.
-        const tcp::endpoint source{
-            asio::ip::address_v4(static_cast<std::uint32_t>(0x7F000002 + i / std::max<std::size_t>(1, opt_.per_address))),
-            0};
+        const tcp::endpoint source{asio::ip::address_v4(static_cast<std::uint32_t>(
+                                       0x7F000002 + i / std::max<std::size_t>(1, opt_.per_address))),
+                                   0};
         for (int attempt = 1;; ++attempt) {
             error_code ec;
             socket.open(tcp::v4(), ec);
@@ -501,8 +513,8 @@ private:
         if (wec == asio::error::would_block)
             wec = {};
         if (!wec && sent < request_.size())
-            std::tie(wec, std::ignore) =
-                co_await asio::async_write(c.socket, asio::buffer(request_.data() + sent, request_.size() - sent), use_tuple);
+            std::tie(wec, std::ignore) = co_await asio::async_write(
+                c.socket, asio::buffer(request_.data() + sent, request_.size() - sent), use_tuple);
         ++writes_done_;
         if (wec) {
             fail(i, "write", wec.message());

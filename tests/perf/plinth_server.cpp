@@ -134,8 +134,8 @@ int main(int argc, char** argv)
         {http::verb::get, "/stats",
          [&srv](const plinth::request&) {
              auto s = srv.stats();
-             return plinth::json("{\"suspended\":" + std::to_string(s.suspended) + ",\"connections\":" +
-                                 std::to_string(s.connections) + ",\"rss_kib\":" + std::to_string(rss_kib()) + "}");
+             return plinth::json("{\"suspended\":" + std::to_string(s.suspended) + ",\"connections\":"
+                                 + std::to_string(s.connections) + ",\"rss_kib\":" + std::to_string(rss_kib()) + "}");
          }},
     });
     srv.start();

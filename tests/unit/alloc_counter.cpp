@@ -87,25 +87,58 @@ void* allocate_nothrow(std::size_t size, std::align_val_t al) noexcept
 
 namespace plinth_test {
 
-std::size_t allocation_count() noexcept { return allocations.load(std::memory_order_relaxed); }
+std::size_t allocation_count() noexcept
+{
+    return allocations.load(std::memory_order_relaxed);
+}
 
-allocation_scope::allocation_scope() noexcept : start_(allocation_count()) {}
+allocation_scope::allocation_scope() noexcept
+    : start_(allocation_count())
+{
+}
 
-std::size_t allocation_scope::allocations() const noexcept { return allocation_count() - start_; }
+std::size_t allocation_scope::allocations() const noexcept
+{
+    return allocation_count() - start_;
+}
 
-failing_allocation::failing_allocation(std::size_t n) noexcept { fail_countdown.store(static_cast<long>(n)); }
+failing_allocation::failing_allocation(std::size_t n) noexcept
+{
+    fail_countdown.store(static_cast<long>(n));
+}
 
-failing_allocation::~failing_allocation() { fail_countdown.store(-1); }
+failing_allocation::~failing_allocation()
+{
+    fail_countdown.store(-1);
+}
 
 } // namespace plinth_test
 
 // Allocation.
-void* operator new(std::size_t size) { return allocate(size); }
-void* operator new[](std::size_t size) { return allocate(size); }
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return allocate_nothrow(size); }
-void* operator new[](std::size_t size, const std::nothrow_t&) noexcept { return allocate_nothrow(size); }
-void* operator new(std::size_t size, std::align_val_t al) { return allocate(size, al); }
-void* operator new[](std::size_t size, std::align_val_t al) { return allocate(size, al); }
+void* operator new(std::size_t size)
+{
+    return allocate(size);
+}
+void* operator new[](std::size_t size)
+{
+    return allocate(size);
+}
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept
+{
+    return allocate_nothrow(size);
+}
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept
+{
+    return allocate_nothrow(size);
+}
+void* operator new(std::size_t size, std::align_val_t al)
+{
+    return allocate(size, al);
+}
+void* operator new[](std::size_t size, std::align_val_t al)
+{
+    return allocate(size, al);
+}
 void* operator new(std::size_t size, std::align_val_t al, const std::nothrow_t&) noexcept
 {
     return allocate_nothrow(size, al);
@@ -116,18 +149,54 @@ void* operator new[](std::size_t size, std::align_val_t al, const std::nothrow_t
 }
 
 // Deallocation: malloc and posix_memalign memory both go back through free.
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p) noexcept
+{
+    std::free(p);
+}
+void operator delete[](void* p) noexcept
+{
+    std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept
+{
+    std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept
+{
+    std::free(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept
+{
+    std::free(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept
+{
+    std::free(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept
+{
+    std::free(p);
+}
+void operator delete[](void* p, std::align_val_t) noexcept
+{
+    std::free(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept
+{
+    std::free(p);
+}
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept
+{
+    std::free(p);
+}
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept
+{
+    std::free(p);
+}
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept
+{
+    std::free(p);
+}
 
 // Asio's recycling allocator (handlers, operations, awaitable coroutine frames) takes its memory
 // from std::aligned_alloc, not from operator new: count it too, or every Asio allocation would go

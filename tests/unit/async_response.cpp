@@ -221,7 +221,8 @@ struct request_run {
 // An io_context served by `threads` threads until destroyed; requests run on their own strand.
 class server_loop {
 public:
-    explicit server_loop(int threads = 1) : work_(ioc_.get_executor())
+    explicit server_loop(int threads = 1)
+        : work_(ioc_.get_executor())
     {
         for (int i = 0; i < threads; ++i)
             threads_.emplace_back([this] { ioc_.run(); });
@@ -320,7 +321,8 @@ struct watcher {
 class racers {
 public:
     explicit racers(std::size_t n)
-        : start_(static_cast<std::ptrdiff_t>(n) + 1), end_(static_cast<std::ptrdiff_t>(n) + 1)
+        : start_(static_cast<std::ptrdiff_t>(n) + 1)
+        , end_(static_cast<std::ptrdiff_t>(n) + 1)
     {
         for (std::size_t i = 0; i < n; ++i)
             threads_.emplace_back([this, i] { loop(i); });
@@ -341,8 +343,7 @@ public:
     {
         actions_ = std::move(actions);
         const auto until = steady::now() + delay;
-        while (steady::now() < until) {
-        }
+        while (steady::now() < until) {}
         start_.arrive_and_wait();
         end_.arrive_and_wait();
     }
@@ -401,7 +402,6 @@ TEST_CASE("async_response: a fresh handle is suspended, not cancelled, not done"
     CHECK_FALSE(ar.is_suspended());
 }
 
-
 // The suspension keeps its waiter itself (no pending timer wait), so it must stand in for a
 // pending operation: outstanding work for run(), and destroyed uncalled by the shutdown.
 TEST_CASE("async_response: a waiter keeps io_context::run from returning, as a pending operation does, until a "
@@ -442,7 +442,7 @@ TEST_CASE("async_response: a resume from outside the strand runs one handler the
             ioc.poll(); // arms the timer
             ioc.restart();
         }
-        CHECK(ar.resume(plinth::text("x"))); // not inside run(): everything it starts is posted
+        CHECK(ar.resume(plinth::text("x")));      // not inside run(): everything it starts is posted
         CHECK(ioc.poll() == (timeout ? 3u : 1u)); // (with a timer: its cancel, then the cancelled wait's handler)
         CHECK(woken);
         ar.state()->complete(nullptr);
@@ -560,8 +560,9 @@ TEST_CASE("async_response: a waiter woken but not yet run when its io_context go
         asio::io_context ioc;
         asio::cancellation_signal signal; // destroyed before the io_context
         auto ar = async_response::make(ioc.get_executor(), nullptr);
-        asio::co_spawn(ioc, wait_owning(ar, nullptr, &called), asio::bind_cancellation_slot(signal.slot(), asio::detached));
-        ioc.poll(); // waiting
+        asio::co_spawn(ioc, wait_owning(ar, nullptr, &called),
+                       asio::bind_cancellation_slot(signal.slot(), asio::detached));
+        ioc.poll();                                        // waiting
         CHECK(ar.resume(plinth::text("never delivered"))); // the wake-up is posted, never run
         kept = ar;
     }
@@ -595,9 +596,8 @@ TEST_CASE("async_response: is_suspended / is_cancelled / is_done follow the tabl
     // Each suspension's waiter, as the HTTP layer runs it.
     auto waited = std::make_shared<std::vector<outcome>>();
     auto await = [&](const async_response& ar) {
-        asio::co_spawn(
-            strand, take_outcome(ar, [waited](outcome o) { waited->push_back(std::move(o)); }),
-            [](std::exception_ptr e) { REQUIRE_FALSE(e); });
+        asio::co_spawn(strand, take_outcome(ar, [waited](outcome o) { waited->push_back(std::move(o)); }),
+                       [](std::exception_ptr e) { REQUIRE_FALSE(e); });
     };
 
     auto resumed = async_response::make(strand, logs.hook());
@@ -1650,8 +1650,7 @@ TEST_CASE("async_response: beyond max_suspended a suspension gets 503 at once; t
         REQUIRE(run.response.has_value());
         return run;
     };
-    CHECK(one_request([](async_response& ar) { ar.cancel(); }).response->result()
-          == http::status::service_unavailable);
+    CHECK(one_request([](async_response& ar) { ar.cancel(); }).response->result() == http::status::service_unavailable);
     CHECK(stats.cancelled == 1);
     CHECK(one_request([](async_response& ar) { ar.set_timeout(1ms); }).response->result()
           == http::status::service_unavailable);
@@ -1661,8 +1660,9 @@ TEST_CASE("async_response: beyond max_suspended a suspension gets 503 at once; t
               ar.set_timeout(1ms);
           }).response->body()
           == "T"); // a handler that resumes: resumed, not timed out
-    CHECK(one_request([](async_response& ar) { ar.resume_error(plinth::http_error(http::status::conflict)); })
-              .response->result()
+    CHECK(one_request([](async_response& ar) {
+              ar.resume_error(plinth::http_error(http::status::conflict));
+          }).response->result()
           == http::status::conflict);
     policy.default_timeout = 20ms; // read when the next request suspends
     CHECK(one_request([](async_response&) {}).response->result() == http::status::service_unavailable);
@@ -1709,9 +1709,8 @@ TEST_CASE("async_response: 8 threads race resume(i): exactly one returns true an
         std::array<bool, contenders> won{};
         std::vector<std::function<void()>> actions;
         for (std::size_t i = 0; i < contenders; ++i)
-            actions.push_back([&won, i, h = *ar]() mutable {
-                won[i] = h.resume(plinth::text("resumed by " + std::to_string(i)));
-            });
+            actions.push_back(
+                [&won, i, h = *ar]() mutable { won[i] = h.resume(plinth::text("resumed by " + std::to_string(i))); });
         threads.run(std::move(actions));
         REQUIRE(run.wait_done());
 
@@ -1747,8 +1746,8 @@ TEST_CASE("async_response: resume, cancel, a 1 ms timeout and another resume at 
           "[async_response][race]")
 {
     enum winner { resume_a, cancel, resume_b, resume_error, timeout_handler, timeout_default, kinds };
-    static const char* const names[] = {"resume A", "cancel", "resume B", "resume(error)", "timeout handler",
-                                        "timeout default"};
+    static const char* const names[] = {"resume A",      "cancel",          "resume B",
+                                        "resume(error)", "timeout handler", "timeout default"};
     handoff<async_response> handles;
     plinth::detail::suspension_policy policy;
     log_capture logs;
@@ -1822,7 +1821,7 @@ TEST_CASE("async_response: resume, cancel, a 1 ms timeout and another resume at 
         const auto& res = run.response;
         const auto got = !res ? std::string("nothing")
                               : std::to_string(res->result_int()) + " '" + res->body() + "' Retry-After "
-                                    + header(*res, http::field::retry_after) + ", error " + describe(run.unhandled);
+                + header(*res, http::field::retry_after) + ", error " + describe(run.unhandled);
         bool right = false;
         switch (w) {
         case resume_a: right = res && res->body() == "A" && !run.unhandled; break;

@@ -193,7 +193,10 @@ std::string error_entry(const std::string& name, const test_ctx& c, const std::e
 
 // What an error stage does after logging: nothing (handled), rethrow, or throw something new.
 void handle(std::exception_ptr) {}
-void pass_on(std::exception_ptr e) { std::rethrow_exception(std::move(e)); }
+void pass_on(std::exception_ptr e)
+{
+    std::rethrow_exception(std::move(e));
+}
 
 asio::awaitable<test_ctx> run_async_error_value(test_ctx c, std::exception_ptr e, std::string name, then_fn then,
                                                 std::chrono::milliseconds delay)
@@ -250,7 +253,10 @@ interceptor passthrough(const std::string& name, kind k)
 }
 
 // The by-reference shape of the same synchronicity as `k`: a stage that throws keeps the log.
-kind by_ref(kind k) { return (k == kind::sync_value || k == kind::sync_ref) ? kind::sync_ref : kind::async_ref; }
+kind by_ref(kind k)
+{
+    return (k == kind::sync_value || k == kind::sync_ref) ? kind::sync_ref : kind::async_ref;
+}
 
 bool contains(const strings& log, const std::string& entry)
 {
@@ -422,15 +428,18 @@ TEST_CASE("chain: enqueue appends after everything queued, enqueue_front puts an
             "what was entered leaves in reverse")
     {
         const body_fn front_y = [](test_ctx& c) {
-            plinth::enqueue_front(c, {.name = "y", .enter = make_stage(kind::sync_ref, say_then("enter y", [](test_ctx& c) {
-                                                                plinth::terminate(c);
-                                                            })),
-                                      .leave = logs(kind::sync_ref, "leave y")});
+            plinth::enqueue_front(
+                c,
+                {.name = "y",
+                 .enter = make_stage(kind::sync_ref, say_then("enter y", [](test_ctx& c) { plinth::terminate(c); })),
+                 .leave = logs(kind::sync_ref, "leave y")});
             plinth::enqueue(c, passthrough("x", kind::sync_ref));
         };
         chain ch{
             passthrough("a", kind::sync_ref),
-            {.name = "b", .enter = make_stage(kind::async_ref, say_then("enter b", front_y)), .leave = logs(kind::sync_ref, "leave b")},
+            {.name = "b",
+             .enter = make_stage(kind::async_ref, say_then("enter b", front_y)),
+             .leave = logs(kind::sync_ref, "leave b")},
             passthrough("c", kind::sync_ref),
             passthrough("d", kind::sync_ref),
         };
@@ -1108,7 +1117,10 @@ asio::awaitable<std::string> echo_handler(std::string request)
 
 using async_handler = std::function<asio::awaitable<std::string>(std::string)>;
 
-asio::awaitable<void> store_response(test_ctx& c, async_handler h) { c.response = co_await h(c.request); }
+asio::awaitable<void> store_response(test_ctx& c, async_handler h)
+{
+    c.response = co_await h(c.request);
+}
 
 // Adapts a handler into an interceptor whose enter stores the response in the context.
 interceptor handler_interceptor(std::string name, async_handler h)
@@ -1152,12 +1164,12 @@ TEST_CASE("chain: observers see exactly the stages that exist, in order, sync an
     CAPTURE(kind_name(k));
 
     strings events;
-    const auto observer
-        = [&events](const test_ctx& c, plinth::stage st, std::string_view name, plinth::observe_point p) {
-              events.push_back(std::string(p == plinth::observe_point::before ? "before " : "after ")
-                               + std::string(plinth::to_string(st)) + " " + std::string(name) + " (log "
-                               + std::to_string(c.log.size()) + ")");
-          };
+    const auto observer = [&events](const test_ctx& c, plinth::stage st, std::string_view name,
+                                    plinth::observe_point p) {
+        events.push_back(std::string(p == plinth::observe_point::before ? "before " : "after ")
+                         + std::string(plinth::to_string(st)) + " " + std::string(name) + " (log "
+                         + std::to_string(c.log.size()) + ")");
+    };
 
     SECTION("without error")
     {
@@ -1262,7 +1274,10 @@ chain counting_chain(int interceptors, kind enter, std::optional<kind> leave = s
 // (It claims to honour blocking.never without doing so: good enough for a run that never waits.)
 class inline_executor {
 public:
-    explicit inline_executor(asio::execution_context& context) noexcept : context_(&context) {}
+    explicit inline_executor(asio::execution_context& context) noexcept
+        : context_(&context)
+    {
+    }
 
     asio::execution_context& query(asio::execution::context_t) const noexcept { return *context_; }
     static constexpr asio::execution::blocking_t query(asio::execution::blocking_t) noexcept
@@ -1422,7 +1437,8 @@ TEST_CASE("chain: enqueueing a list with an invalid interceptor queues none of i
                   const interceptor list[] = {{.name = "ok", .enter = [](test_ctx& c) { c.log.push_back("enter ok"); }},
                                               {.name = "no stage"}};
                   try_enqueue(c, "copied list", [&] { plinth::enqueue(c, std::span<const interceptor>(list)); });
-                  try_enqueue(c, "referenced list", [&] { plinth::enqueue_ref(c, std::span<const interceptor>(list)); });
+                  try_enqueue(c, "referenced list",
+                              [&] { plinth::enqueue_ref(c, std::span<const interceptor>(list)); });
               }}};
     auto ctx = run_ok(ch);
     CHECK(ctx.log == strings{"rejected copied list", "rejected referenced list"});
@@ -1505,12 +1521,17 @@ TEST_CASE("chain: cancelling the chain mid-await ends the awaited timer with ope
     CAPTURE(outer_handles);
 
     chain ch{
-        {.name = "outer", .enter = logs(kind::sync_ref, "enter outer"), .leave = logs(kind::sync_ref, "leave outer"),
+        {.name = "outer",
+         .enter = logs(kind::sync_ref, "enter outer"),
+         .leave = logs(kind::sync_ref, "leave outer"),
          .error = abort_observer("outer", outer_handles)},
         // An async error stage still runs normally after the cancellation.
-        {.name = "middle", .enter = logs(kind::sync_value, "enter middle"),
-         .leave = logs(kind::async_ref, "leave middle"), .error = on_error(kind::async_ref, "middle", pass_on, 1ms)},
-        {.name = "waiter", .enter = [](test_ctx& c) { return wait_ten_seconds(c); },
+        {.name = "middle",
+         .enter = logs(kind::sync_value, "enter middle"),
+         .leave = logs(kind::async_ref, "leave middle"),
+         .error = on_error(kind::async_ref, "middle", pass_on, 1ms)},
+        {.name = "waiter",
+         .enter = [](test_ctx& c) { return wait_ten_seconds(c); },
          .leave = logs(kind::sync_ref, "leave waiter")},
         passthrough("after", kind::sync_ref),
     };
@@ -1556,8 +1577,8 @@ TEST_CASE("chain: cancelling the chain mid-await ends the awaited timer with ope
     CHECK(r.log[4].rfind("error middle: ", 0) == 0);
     CHECK(r.log[4].find("from waiter/enter") != std::string::npos);
     CHECK(r.log[5] == "error outer: operation_aborted from waiter/enter");
-    for (const auto* entry : {"leave outer", "leave middle", "leave waiter", "enter after", "leave after",
-                              "timer expired"})
+    for (const auto* entry :
+         {"leave outer", "leave middle", "leave waiter", "enter after", "leave after", "timer expired"})
         CHECK_FALSE(contains(r.log, entry));
     REQUIRE(r.seen.size() == 2);
     for (const auto& e : r.seen) {
@@ -1600,18 +1621,21 @@ TEST_CASE("chain: a cancellation that arrives between two stages starts no furth
                  }
              }},
         // Emits while no operation is pending: nothing is there to be cancelled right now.
-        {.name = "a", .enter = [&](test_ctx& c) -> asio::awaitable<void> {
+        {.name = "a",
+         .enter = [&](test_ctx& c) -> asio::awaitable<void> {
              c.log.push_back("enter a");
              signal.emit(asio::cancellation_type::terminal);
              co_return;
          }},
-        {.name = "b", .enter = [](test_ctx& c) -> asio::awaitable<void> {
+        {.name = "b",
+         .enter = [](test_ctx& c) -> asio::awaitable<void> {
              c.log.push_back("enter b");
              co_return;
          }},
     };
-    asio::co_spawn(ioc, ch.execute(test_ctx{}),
-                   asio::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr, test_ctx c) { out = std::move(c); }));
+    asio::co_spawn(
+        ioc, ch.execute(test_ctx{}),
+        asio::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr, test_ctx c) { out = std::move(c); }));
     ioc.run();
     REQUIRE(out.has_value());
     CHECK(out->log == strings{"enter a", "error: aborted"});

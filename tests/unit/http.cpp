@@ -33,8 +33,8 @@ namespace {
 
 namespace asio = boost::asio;
 namespace http = boost::beast::http;
-using http::verb;
 using Catch::Matchers::Contains;
+using http::verb;
 
 using plinth_test::harness;
 
@@ -224,12 +224,11 @@ TEST_CASE("make_handler adapts response(const context&), which reaches path para
 TEST_CASE("make_handler adapts awaitable<response>(const context&)", "[http]")
 {
     int calls = 0;
-    auto h = plinth::make_handler("async ctx",
-                                  [&calls](const plinth::context& c) -> asio::awaitable<plinth::response> {
-                                      ++calls;
-                                      co_await asio::post(asio::use_awaitable);
-                                      co_return plinth::text(std::string(c.param("name")));
-                                  });
+    auto h = plinth::make_handler("async ctx", [&calls](const plinth::context& c) -> asio::awaitable<plinth::response> {
+        ++calls;
+        co_await asio::post(asio::use_awaitable);
+        co_return plinth::text(std::string(c.param("name")));
+    });
     CHECK(h.enter.is_async());
     plinth::chain chain{h};
     harness hx(verb::get, "/n");
@@ -355,10 +354,11 @@ TEST_CASE("A handler throwing std::runtime_error leaves an unhandled error that 
     plinth::chain chain{
         plinth::interceptor{.name = "outer",
                             .leave = [&log](plinth::context&) { log.push_back("outer:leave"); },
-                            .error = [&log](plinth::context&, std::exception_ptr e) {
-                                log.push_back("outer:error");
-                                std::rethrow_exception(e); // observe, do not handle
-                            }},
+                            .error =
+                                [&log](plinth::context&, std::exception_ptr e) {
+                                    log.push_back("outer:error");
+                                    std::rethrow_exception(e); // observe, do not handle
+                                }},
         plinth::make_handler("boom",
                              [&threw](const plinth::request&) -> plinth::response {
                                  threw = true;
@@ -385,8 +385,8 @@ TEST_CASE("A handler throwing std::runtime_error leaves an unhandled error that 
 TEST_CASE("An async handler throwing std::runtime_error also maps to a generic 500", "[http]")
 {
     bool threw = false;
-    plinth::chain chain{plinth::make_handler(
-        "async boom", [&threw](plinth::request) -> asio::awaitable<plinth::response> {
+    plinth::chain chain{
+        plinth::make_handler("async boom", [&threw](plinth::request) -> asio::awaitable<plinth::response> {
             co_await asio::post(asio::use_awaitable);
             threw = true;
             throw std::runtime_error("secret details");
@@ -512,15 +512,14 @@ TEST_CASE("HTTP chain: once a response is set, later enter stages are skipped bu
 {
     std::vector<std::string> log;
     auto step = [&log](std::string name, bool respond) {
-        return plinth::interceptor{
-            .name = name,
-            .enter =
-                [&log, name, respond](plinth::context& c) {
-                    log.push_back(name + ":enter");
-                    if (respond)
-                        c.response = plinth::text("from " + name, http::status::unauthorized);
-                },
-            .leave = [&log, name](plinth::context&) { log.push_back(name + ":leave"); }};
+        return plinth::interceptor{.name = name,
+                                   .enter =
+                                       [&log, name, respond](plinth::context& c) {
+                                           log.push_back(name + ":enter");
+                                           if (respond)
+                                               c.response = plinth::text("from " + name, http::status::unauthorized);
+                                       },
+                                   .leave = [&log, name](plinth::context&) { log.push_back(name + ":leave"); }};
     };
     bool handler_ran = false;
     plinth::chain chain{step("a", false), step("auth", true), step("c", false),

@@ -24,8 +24,8 @@ namespace {
 
 namespace asio = boost::asio;
 namespace http = boost::beast::http;
-using http::verb;
 using Catch::Matchers::Contains;
+using http::verb;
 
 /// A route whose handler answers with the route's own name ("GET /users/{id}").
 plinth::route named(verb method, std::string path)
@@ -111,8 +111,8 @@ TEST_CASE("Several parameters are captured by name, in template order", "[router
     std::vector<std::pair<std::string, std::string>> in_order;
     for (const auto& [name, value] : m.params)
         in_order.emplace_back(std::string(name), value);
-    CHECK(in_order == std::vector<std::pair<std::string, std::string>>{
-                          {"user", "alice"}, {"post", "7"}, {"comment", "c-3"}});
+    CHECK(in_order
+          == std::vector<std::pair<std::string, std::string>>{{"user", "alice"}, {"post", "7"}, {"comment", "c-3"}});
 }
 
 TEST_CASE("A parameter value is percent-decoded", "[router]")
@@ -219,8 +219,7 @@ TEST_CASE("No route for the path: no route and an empty Allow (404)", "[router]"
 TEST_CASE("Wrong method: no route and Allow lists the path's methods, HEAD when GET exists (405)", "[router]")
 {
     plinth::router r({named(verb::post, "/items/{id}"), named(verb::get, "/items/{id}"),
-                      named(verb::delete_, "/items/{id}"), named(verb::put, "/only-put"),
-                      named(verb::get, "/other")});
+                      named(verb::delete_, "/items/{id}"), named(verb::put, "/only-put"), named(verb::get, "/other")});
 
     auto m = r.match(verb::patch, "/items/3");
     CHECK(m.route == nullptr);
@@ -261,8 +260,14 @@ TEST_CASE("An explicit HEAD route wins over the GET route", "[router]")
         CHECK(matched(r, verb::head, "/status") == "HEAD /status");
         CHECK(matched(r, verb::get, "/status") == "GET /status");
     };
-    SECTION("GET listed first") { check(plinth::router({named(verb::get, "/status"), named(verb::head, "/status")})); }
-    SECTION("HEAD listed first") { check(plinth::router({named(verb::head, "/status"), named(verb::get, "/status")})); }
+    SECTION("GET listed first")
+    {
+        check(plinth::router({named(verb::get, "/status"), named(verb::head, "/status")}));
+    }
+    SECTION("HEAD listed first")
+    {
+        check(plinth::router({named(verb::head, "/status"), named(verb::get, "/status")}));
+    }
 }
 
 TEST_CASE("A trailing slash makes a different path", "[router]")
@@ -321,8 +326,8 @@ TEST_CASE("Conflicting routes are rejected, naming both", "[router]")
     }
     SECTION("same method, parameter in the middle")
     {
-        auto what = construction_error(
-            {named(verb::get, "/a/{x}/b"), named(verb::get, "/c"), named(verb::get, "/a/{y}/b")});
+        auto what =
+            construction_error({named(verb::get, "/a/{x}/b"), named(verb::get, "/c"), named(verb::get, "/a/{y}/b")});
         CHECK_THAT(what, Contains("GET /a/{x}/b") && Contains("GET /a/{y}/b"));
         CHECK_THAT(what, !Contains("GET /c"));
     }
@@ -335,8 +340,8 @@ TEST_CASE("Conflicting routes are rejected, naming both", "[router]")
 
 TEST_CASE("The same path with different methods is not a conflict", "[router]")
 {
-    plinth::router r({named(verb::get, "/users/{id}"), named(verb::post, "/users/{name}"),
-                      named(verb::head, "/users/{key}")});
+    plinth::router r(
+        {named(verb::get, "/users/{id}"), named(verb::post, "/users/{name}"), named(verb::head, "/users/{key}")});
     REQUIRE(r.routes().size() == 3);
 
     auto g = r.match(verb::get, "/users/1");
@@ -403,15 +408,13 @@ TEST_CASE("A moved router still matches and captures", "[router]")
 // ---------------------------------------------------------------------------------------------
 // The router as an interceptor
 
-TEST_CASE("Router interceptor: route interceptors run in order, then the handler, with path parameters",
-          "[router]")
+TEST_CASE("Router interceptor: route interceptors run in order, then the handler, with path parameters", "[router]")
 {
     std::vector<std::string> log;
     auto step = [&log](std::string name) {
-        return plinth::interceptor{
-            .name = name,
-            .enter = [&log, name](plinth::context&) { log.push_back(name + ":enter"); },
-            .leave = [&log, name](plinth::context&) { log.push_back(name + ":leave"); }};
+        return plinth::interceptor{.name = name,
+                                   .enter = [&log, name](plinth::context&) { log.push_back(name + ":enter"); },
+                                   .leave = [&log, name](plinth::context&) { log.push_back(name + ":leave"); }};
     };
 
     plinth::router r({
@@ -432,8 +435,9 @@ TEST_CASE("Router interceptor: route interceptors run in order, then the handler
     auto c = h.run(chain);
 
     CHECK(c.error() == nullptr);
-    CHECK(log == std::vector<std::string>{"outer:enter", "auth:enter", "load:enter", "handler", "load:leave",
-                                          "auth:leave", "outer:leave"});
+    CHECK(log
+          == std::vector<std::string>{"outer:enter", "auth:enter", "load:enter", "handler", "load:leave", "auth:leave",
+                                      "outer:leave"});
     REQUIRE(c.response.has_value());
     CHECK(c.response->result() == http::status::ok);
     CHECK(c.response->body() == "a b/7");
@@ -491,8 +495,8 @@ TEST_CASE("Router interceptor: a wrong method sets a 405 response with Allow", "
         handler_ran = true;
         return plinth::text("x");
     };
-    plinth::router r({plinth::route(verb::post, "/items/{id}", handler),
-                      plinth::route(verb::get, "/items/{id}", handler)});
+    plinth::router r(
+        {plinth::route(verb::post, "/items/{id}", handler), plinth::route(verb::get, "/items/{id}", handler)});
     plinth::chain chain{r.as_interceptor()};
 
     harness h(verb::delete_, "/items/3");

@@ -18,8 +18,7 @@
 
 using plinth::detail::small_mutex;
 
-TEST_CASE("small_mutex: four bytes; try_lock fails while it is held and succeeds once it is released",
-          "[small_mutex]")
+TEST_CASE("small_mutex: four bytes; try_lock fails while it is held and succeeds once it is released", "[small_mutex]")
 {
     static_assert(sizeof(small_mutex) == 4);
     small_mutex m;

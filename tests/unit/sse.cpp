@@ -95,11 +95,12 @@ static_assert(plinth::handler<void (*)(const plinth::context&, plinth::response_
 static_assert(plinth::handler<void (*)(const plinth::request&, const plinth::sse_stream&)>);
 static_assert(!plinth::handler<int (*)(const plinth::request&, plinth::sse_stream)>);
 static_assert(!plinth::handler<void (*)(const plinth::request&, int)>);
-static_assert(std::is_same_v<plinth::detail::handle_of<void (*)(const plinth::request&, plinth::sse_stream), plinth::request&>,
-                             plinth::sse_stream>);
-static_assert(std::is_same_v<plinth::detail::handle_of<void (*)(const plinth::context&, plinth::response_stream),
-                                                       plinth::context&>,
-                             plinth::response_stream>);
+static_assert(
+    std::is_same_v<plinth::detail::handle_of<void (*)(const plinth::request&, plinth::sse_stream), plinth::request&>,
+                   plinth::sse_stream>);
+static_assert(std::is_same_v<
+              plinth::detail::handle_of<void (*)(const plinth::context&, plinth::response_stream), plinth::context&>,
+              plinth::response_stream>);
 
 // =============================================================================================
 // format_event
@@ -124,12 +125,30 @@ TEST_CASE("format_event: fields in the order event, id, retry, data; empty ones 
 
 TEST_CASE("format_event: multi-line data becomes one data line per line", "[sse]")
 {
-    SECTION("LF") { CHECK(format_data("a\nb\nc") == "data: a\ndata: b\ndata: c\n\n"); }
-    SECTION("CRLF") { CHECK(format_data("a\r\nb\r\nc") == "data: a\ndata: b\ndata: c\n\n"); }
-    SECTION("CR") { CHECK(format_data("a\rb\rc") == "data: a\ndata: b\ndata: c\n\n"); }
-    SECTION("mixed") { CHECK(format_data("a\nb\r\nc\rd") == "data: a\ndata: b\ndata: c\ndata: d\n\n"); }
-    SECTION("LF then CR is two line breaks") { CHECK(format_data("a\n\rb") == "data: a\ndata: \ndata: b\n\n"); }
-    SECTION("blank lines are kept") { CHECK(format_data("a\n\nb") == "data: a\ndata: \ndata: b\n\n"); }
+    SECTION("LF")
+    {
+        CHECK(format_data("a\nb\nc") == "data: a\ndata: b\ndata: c\n\n");
+    }
+    SECTION("CRLF")
+    {
+        CHECK(format_data("a\r\nb\r\nc") == "data: a\ndata: b\ndata: c\n\n");
+    }
+    SECTION("CR")
+    {
+        CHECK(format_data("a\rb\rc") == "data: a\ndata: b\ndata: c\n\n");
+    }
+    SECTION("mixed")
+    {
+        CHECK(format_data("a\nb\r\nc\rd") == "data: a\ndata: b\ndata: c\ndata: d\n\n");
+    }
+    SECTION("LF then CR is two line breaks")
+    {
+        CHECK(format_data("a\n\rb") == "data: a\ndata: \ndata: b\n\n");
+    }
+    SECTION("blank lines are kept")
+    {
+        CHECK(format_data("a\n\nb") == "data: a\ndata: \ndata: b\n\n");
+    }
     SECTION("a trailing line break leaves an empty last data line")
     {
         CHECK(format_data("a\n") == "data: a\ndata: \n\n");
@@ -160,7 +179,7 @@ TEST_CASE("format_event: an event name or id with CR or LF, or an id with NUL, i
         CHECK_THROWS_AS(plinth::format_event(event("d", bad)), std::invalid_argument);
         CHECK_THROWS_AS(plinth::format_event(event("d", {}, bad)), std::invalid_argument);
     }
-    CHECK_THROWS_AS(plinth::format_event(event("d", {}, std::string("1\0" "2", 3))), std::invalid_argument);
+    CHECK_THROWS_AS(plinth::format_event(event("d", {}, std::string{'1', '\0', '2'})), std::invalid_argument);
     CHECK_THROWS_AS(plinth::format_event(event("d", {}, std::string(1, '\0'))), std::invalid_argument);
     CHECK_NOTHROW(plinth::format_event(event("d", "name with spaces: and colon", "id with spaces")));
 }
@@ -298,9 +317,8 @@ TEST_CASE("sse_stream::open: the event stream's head, heartbeat and options", "[
 TEST_CASE("sse_stream::last_event_id reflects the request's Last-Event-ID", "[sse]")
 {
     std::string seen = "<not run>";
-    plinth::chain chain{plinth::make_handler("events", [&seen](const plinth::request&, plinth::sse_stream s) {
-        seen = std::string(s.last_event_id());
-    })};
+    plinth::chain chain{plinth::make_handler(
+        "events", [&seen](const plinth::request&, plinth::sse_stream s) { seen = std::string(s.last_event_id()); })};
 
     SECTION("present")
     {
@@ -425,8 +443,7 @@ TEST_CASE("make_handler: void(const request&, response_stream) sets the default 
     CHECK(drain(hx.ex.stream) == strings{"part 1,", "part 2"});
 }
 
-TEST_CASE("make_handler: void(const context&, response_stream) reaches the query; leave stages see the head",
-          "[sse]")
+TEST_CASE("make_handler: void(const context&, response_stream) reaches the query; leave stages see the head", "[sse]")
 {
     std::optional<std::string> format;
     auto h = plinth::make_handler("export", [&](const plinth::context& c, plinth::response_stream s) {
@@ -488,19 +505,18 @@ TEST_CASE("make_handler: a stream handler throwing after open takes the chain's 
 {
     strings log;
     std::optional<close_reason> reason;
-    plinth::chain chain{
-        plinth::interceptor{.name = "outer",
-                            .leave = [&](plinth::context&) { log.push_back("outer:leave"); },
-                            .error =
-                                [&](plinth::context&, std::exception_ptr e) {
-                                    log.push_back("outer:error");
-                                    std::rethrow_exception(e);
-                                }},
-        plinth::make_handler("events", [&](const plinth::request&, plinth::sse_stream s) {
-            s.on_close([&](close_reason r) { reason = r; });
-            CHECK(s.send("queued before the throw"));
-            throw plinth::http_error(http::status::bad_request, "Last-Event-ID must be a message id");
-        })};
+    plinth::chain chain{plinth::interceptor{.name = "outer",
+                                            .leave = [&](plinth::context&) { log.push_back("outer:leave"); },
+                                            .error =
+                                                [&](plinth::context&, std::exception_ptr e) {
+                                                    log.push_back("outer:error");
+                                                    std::rethrow_exception(e);
+                                                }},
+                        plinth::make_handler("events", [&](const plinth::request&, plinth::sse_stream s) {
+                            s.on_close([&](close_reason r) { reason = r; });
+                            CHECK(s.send("queued before the throw"));
+                            throw plinth::http_error(http::status::bad_request, "Last-Event-ID must be a message id");
+                        })};
     harness hx(verb::get, "/events");
     hx.ex.request.set("Last-Event-ID", "abc");
     auto c = hx.run(chain);

@@ -28,12 +28,12 @@
 
 #include <algorithm>
 #include <atomic>
-#include <csignal>
-#include <cstdlib>
-#include <cstring>
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <cstddef>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -234,7 +234,8 @@ std::string run_isolated(const std::function<void(expectations&)>& scenario)
     int status = 0;
     ::waitpid(pid, &status, 0);
     if (WIFSIGNALED(status))
-        out += "the child process died of signal " + std::to_string(WTERMSIG(status)) + " (" + ::strsignal(WTERMSIG(status)) + ")";
+        out += "the child process died of signal " + std::to_string(WTERMSIG(status)) + " ("
+            + ::strsignal(WTERMSIG(status)) + ")";
     else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         out += "the child process exited with status " + std::to_string(WEXITSTATUS(status));
     return out;
@@ -402,8 +403,9 @@ TEST_CASE("stream_state: drop_oldest discards the oldest messages, counts them a
         CHECK(st->is_open());
         CHECK(st->queued() == 3);
         poll(ioc);
-        CHECK(done.got == std::vector<std::pair<std::string, error_code>>{{"1", stream_errc::dropped},
-                                                                          {"2", stream_errc::dropped}});
+        CHECK(done.got
+              == std::vector<std::pair<std::string, error_code>>{{"1", stream_errc::dropped},
+                                                                 {"2", stream_errc::dropped}});
         REQUIRE(st->take(batch, 1 << 20) == take_result::data);
         CHECK(data_of(batch) == strings{"3", "4", "5"});
         st->written(batch, {});
@@ -427,10 +429,11 @@ TEST_CASE("stream_state: drop_oldest discards the oldest messages, counts them a
         CHECK(st->queued_bytes() == 8);
         CHECK(st->queued_bytes() <= 10);
         poll(ioc);
-        CHECK(done.got == std::vector<std::pair<std::string, error_code>>{{"a", stream_errc::dropped},
-                                                                          {"b", stream_errc::dropped},
-                                                                          {"c", stream_errc::dropped},
-                                                                          {"d", stream_errc::dropped}});
+        CHECK(done.got
+              == std::vector<std::pair<std::string, error_code>>{{"a", stream_errc::dropped},
+                                                                 {"b", stream_errc::dropped},
+                                                                 {"c", stream_errc::dropped},
+                                                                 {"d", stream_errc::dropped}});
         REQUIRE(st->take(batch, 1 << 20) == take_result::data);
         CHECK(data_of(batch) == strings{"eeeeeeee"});
     }
@@ -467,7 +470,7 @@ TEST_CASE("stream_state: a message larger than the whole bound is accepted when 
         REQUIRE(st->take(batch, 16) == take_result::data);
         CHECK(data_of(batch) == strings{big});
         st->written(batch, {});
-        CHECK(st->push(big)); // empty again
+        CHECK(st->push(big));       // empty again
         CHECK_FALSE(st->push("y")); // but nothing may join it
         CHECK(st->aborted());
     }
@@ -643,7 +646,7 @@ TEST_CASE("stream_state: finish(reason, false) runs no callback", "[stream]")
     CHECK(st->finished());
     CHECK(calls == 0);
     poll(ioc);
-    CHECK(done.got.empty()); // destroyed, not completed
+    CHECK(done.got.empty());          // destroyed, not completed
     st->finish(close_reason::closed); // and a later finish does not bring them back
     CHECK(calls == 0);
 }
@@ -824,8 +827,8 @@ TEST_CASE("async_write: per-operation cancellation before the connection takes t
     // Run in a child process, so that a crash fails this test and not the whole run: removing a
     // queued entry once recursed without end (Boost 1.81's any_completion_handler move
     // assignment calls itself), a stack overflow.
-    const auto type = GENERATE(asio::cancellation_type::terminal, asio::cancellation_type::partial,
-                               asio::cancellation_type::total);
+    const auto type =
+        GENERATE(asio::cancellation_type::terminal, asio::cancellation_type::partial, asio::cancellation_type::total);
     INFO("cancellation type " << static_cast<int>(type));
 
     for (const char* position : {"middle", "last", "only"}) {
@@ -858,8 +861,10 @@ TEST_CASE("async_write: per-operation cancellation before the connection takes t
             expect(rs.queued_bytes() == kept_bytes, "queued_bytes() drops the cancelled write at once");
             expect(done.got.empty(), "the completion is posted, not run inside emit");
             poll(ioc);
-            expect(done.got == std::vector<std::pair<std::string, error_code>>{{"cancelled", asio::error::operation_aborted}},
-                   "the cancelled write completes with operation_aborted");
+            expect(
+                done.got
+                    == std::vector<std::pair<std::string, error_code>>{{"cancelled", asio::error::operation_aborted}},
+                "the cancelled write completes with operation_aborted");
 
             std::vector<stream_state::entry> batch;
             const auto r = st->take(batch, 1 << 20);
@@ -889,8 +894,8 @@ TEST_CASE("async_write: per-operation cancellation after the connection took the
     const auto& st = rs.state();
     completions done;
 
-    const auto type = GENERATE(asio::cancellation_type::terminal, asio::cancellation_type::partial,
-                               asio::cancellation_type::total);
+    const auto type =
+        GENERATE(asio::cancellation_type::terminal, asio::cancellation_type::partial, asio::cancellation_type::total);
     INFO("cancellation type " << static_cast<int>(type));
 
     asio::cancellation_signal sig;
@@ -1114,8 +1119,7 @@ TEST_CASE("stream_state: producers on several threads, one consumer: every messa
     CHECK(failed == 0);
 }
 
-TEST_CASE("stream_state: pushes racing finish either succeed or fail closed, each handler completes once",
-          "[stream]")
+TEST_CASE("stream_state: pushes racing finish either succeed or fail closed, each handler completes once", "[stream]")
 {
     constexpr int producers = 3;
     constexpr int per_producer = 500;
@@ -1132,23 +1136,21 @@ TEST_CASE("stream_state: pushes racing finish either succeed or fail closed, eac
     std::vector<std::thread> threads;
     for (int p = 0; p < producers; ++p)
         threads.emplace_back([&] {
-            while (!go) {
-            }
+            while (!go) {}
             for (int i = 0; i < per_producer; ++i)
                 // Bound to ioc: after finish() a handler without an executor would complete on
                 // the system executor, which runner.join() does not wait for.
                 accepted += st->push("m", asio::bind_executor(ioc, [&](error_code ec) {
-                    if (!ec)
-                        ++ok;
-                    else if (ec == stream_errc::closed)
-                        ++closed;
-                    else
-                        ++other;
-                }));
+                                         if (!ec)
+                                             ++ok;
+                                         else if (ec == stream_errc::closed)
+                                             ++closed;
+                                         else
+                                             ++other;
+                                     }));
         });
     std::thread finisher([&] {
-        while (!go) {
-        }
+        while (!go) {}
         std::vector<stream_state::entry> batch;
         for (int i = 0; i < 50; ++i) {
             if (st->take(batch, 64) == take_result::data)

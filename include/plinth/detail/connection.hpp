@@ -30,10 +30,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/read_size.hpp>
 #include <boost/beast/core/string.hpp>
-#include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
@@ -66,7 +66,9 @@ using tcp_socket = asio::basic_stream_socket<asio::ip::tcp, asio::io_context::ex
 
 /// What a server shares with its connections; they keep it alive until the last one is gone.
 struct server_core : std::enable_shared_from_this<server_core> {
-    server_core(asio::any_io_executor ex, server_options o) : executor(std::move(ex)), options(std::move(o))
+    server_core(asio::any_io_executor ex, server_options o)
+        : executor(std::move(ex))
+        , options(std::move(o))
     {
         policy.default_timeout = options.suspend_timeout;
         policy.max_suspended = options.max_suspended;
@@ -88,12 +90,12 @@ struct server_core : std::enable_shared_from_this<server_core> {
     std::atomic<std::uint64_t> rejected{0};
     std::atomic<std::uint64_t> timeouts{0};
 
-    std::mutex mutex; // guards what follows
+    std::mutex mutex;           // guards what follows
     connection* live = nullptr; // the open connections, linked through themselves
     // Stop began. Written under `mutex`; atomic so that a connection deciding on keep-alive can
     // read it without the lock, before its own request_stop() has reached its strand.
     std::atomic<bool> stopping{false};
-    bool stopped = false;  // ...and every connection is gone
+    bool stopped = false; // ...and every connection is gone
     std::vector<asio::any_completion_handler<void()>> stop_waiters;
     std::optional<asio::steady_timer> grace; // on the acceptor's strand
 
@@ -161,8 +163,7 @@ struct server_core : std::enable_shared_from_this<server_core> {
     {
         auto at = next_sweep.load();
         if (at == sweeping) { // the scan in progress may have passed this connection already
-            for (auto m = armed_while_sweeping.load(); t < m && !armed_while_sweeping.compare_exchange_weak(m, t);) {
-            }
+            for (auto m = armed_while_sweeping.load(); t < m && !armed_while_sweeping.compare_exchange_weak(m, t);) {}
             if ((at = next_sweep.load()) == sweeping)
                 return; // the sweep takes `t` into account after its scan
         }
@@ -398,10 +399,12 @@ class connection : public std::enable_shared_from_this<connection>, private exch
 public:
     /// A connection over `socket` whose handlers run on `strand`.
     connection(std::shared_ptr<server_core> core, tcp_socket socket, asio::any_io_executor strand)
-        : core_(std::move(core)), socket_(std::move(socket))
+        : core_(std::move(core))
+        , socket_(std::move(socket))
         // Bounded, so that what no parser limit covers (chunk extensions, trailers) cannot
         // grow it: Beast then fails the read with buffer_overflow, answered 400.
-        , buffer_(std::max<std::size_t>(core_->options.max_header_bytes, core_->options.max_read_ahead_bytes) + 64 * 1024)
+        , buffer_(std::max<std::size_t>(core_->options.max_header_bytes, core_->options.max_read_ahead_bytes)
+                  + 64 * 1024)
     {
         exchange_.executor = std::move(strand); // before the connection is shared: read without a lock
         ++core_->open_connections;
@@ -466,7 +469,7 @@ public:
             else if (self->phase_ == phase::stream) // an event stream ends now, a body at the grace's end
                 self->nudge();
             else if (self->phase_ == phase::write && self->cutting_short()) // an event stream's write:
-                self->arm(phase::write, self->write_deadline());              // it may not take long
+                self->arm(phase::write, self->write_deadline());            // it may not take long
         });
     }
 
@@ -515,11 +518,12 @@ private:
     {
         auto signal = std::make_shared<asio::cancellation_signal>();
         cancel_request_ = signal;
-        asio::co_spawn(strand(), serve(),
-                       asio::bind_cancellation_slot(signal->slot(), [signal, self = shared_from_this()](std::exception_ptr e) {
-                           if (e)
-                               self->core_->log(log_level::error, "connection ended by an exception: " + describe(e));
-                       }));
+        asio::co_spawn(
+            strand(), serve(),
+            asio::bind_cancellation_slot(signal->slot(), [signal, self = shared_from_this()](std::exception_ptr e) {
+                if (e)
+                    self->core_->log(log_level::error, "connection ended by an exception: " + describe(e));
+            }));
     }
 
     // The walk reached a callback stage (a suspended handler): start it and let serve() end, so
@@ -602,8 +606,8 @@ private:
                     if (!waited) // a new connection's header deadline runs from the accept
                         arm(phase::idle, first_ ? opt.header_timeout : opt.idle_timeout);
                     waited = true;
-                    auto [ec, n] = co_await socket_.async_read_some(buffer_.prepare(beast::read_size(buffer_, 65536)),
-                                                                    unbound());
+                    auto [ec, n] =
+                        co_await socket_.async_read_some(buffer_.prepare(beast::read_size(buffer_, 65536)), unbound());
                     buffer_.commit(n);
                     if (ec || timed_out_) {
                         if (timed_out_)
@@ -726,11 +730,13 @@ private:
                 if (!co_await flush_deferred()) { // the stream never began
                     opened->finish(close_reason::client_gone);
                     opened.reset();
-                    finish_suspensions(true, std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
+                    finish_suspensions(true,
+                                       std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
                     co_return close();
                 }
                 if (!co_await write_stream(res, version_, head_only_, keep_alive)) {
-                    finish_suspensions(true, std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
+                    finish_suspensions(true,
+                                       std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
                     co_return close();
                 }
                 finish_suspensions(false, unhandled);
@@ -918,8 +924,9 @@ private:
         core_->log(log_level::debug, "rejected a request: " + ec.message());
         if (ec == http::error::header_limit)
             // Beast consumes the request line once it is complete: then the fields are too long.
-            co_return co_await reject(line_parsed || request_line_ended() ? http::status::request_header_fields_too_large
-                                                                          : http::status::uri_too_long);
+            co_return co_await reject(line_parsed || request_line_ended()
+                                          ? http::status::request_header_fields_too_large
+                                          : http::status::uri_too_long);
         if (ec == http::error::body_limit)
             co_return co_await reject(http::status::payload_too_large);
         if (ec == http::error::bad_version && well_formed_version())
@@ -1135,8 +1142,8 @@ private:
             output_->nudge->cancel();
     }
 
-    asio::awaitable<std::tuple<beast::error_code>>
-    wait_for_nudge(asio::steady_timer::time_point until = asio::steady_timer::time_point::max())
+    asio::awaitable<std::tuple<beast::error_code>> wait_for_nudge(
+        asio::steady_timer::time_point until = asio::steady_timer::time_point::max())
     {
         auto& nudge = output().nudge;
         if (!nudge)
@@ -1464,9 +1471,10 @@ private:
         catch (...) {
         }
         const auto& req = exchange_.request;
-        core_->log(level, std::string(req.method_string()) + " " + std::string(req.target()) + ": "
-                              + std::string(to_string(err.stage)) + " stage of '" + err.interceptor
-                              + "' threw: " + describe(err.exception));
+        core_->log(level,
+                   std::string(req.method_string()) + " " + std::string(req.target()) + ": "
+                       + std::string(to_string(err.stage)) + " stage of '" + err.interceptor
+                       + "' threw: " + describe(err.exception));
     }
 
     void write_head(response& res, unsigned version, bool keep_alive)
@@ -1517,31 +1525,31 @@ private:
     // not be written from two threads: all are written on the strand (registered_ before the
     // connection is published, and read again only by its destructor). hard_stop_ is a byte of
     // its own (in what was padding), as stopping() may be read by a stage off the strand.
-    std::uint8_t version_ = 11;             // of the request being handled (HTTP/x.y is 10x + y)
+    std::uint8_t version_ = 11; // of the request being handled (HTTP/x.y is 10x + y)
     phase phase_ = phase::header;
-    bool hard_stop_ = false;                // the shutdown's grace ran out
-    bool head_only_ : 1 = false;            // ...a HEAD request
-    bool keep_alive_ : 1 = false;           // ...which asked to keep the connection
-    bool resuming_ : 1 = false;             // serve() goes on with a parked walk
-    bool first_ : 1 = true;                 // no request read yet
-    bool walk_cancelled_ : 1 = false;       // the walk was cancelled: start no more enter stages
-    bool flushing_ : 1 = false;             // start_flush is writing the held answers
-    bool timed_out_ : 1 = false;            // the current phase's deadline passed
-    bool stopping_ : 1 = false;             // the server is stopping: finish the current request, then close
-    bool shutdown_cancelled_ : 1 = false;   // ...and cancelled what the request waited on
-    bool watching_ : 1 = false;             // a request is waiting: read ahead to notice a disconnect
-    bool watch_pending_ : 1 = false;        // a read-ahead is in flight
-    bool disconnected_ : 1 = false;         // the client left while a request was waiting
+    bool hard_stop_ = false;              // the shutdown's grace ran out
+    bool head_only_ : 1 = false;          // ...a HEAD request
+    bool keep_alive_ : 1 = false;         // ...which asked to keep the connection
+    bool resuming_ : 1 = false;           // serve() goes on with a parked walk
+    bool first_ : 1 = true;               // no request read yet
+    bool walk_cancelled_ : 1 = false;     // the walk was cancelled: start no more enter stages
+    bool flushing_ : 1 = false;           // start_flush is writing the held answers
+    bool timed_out_ : 1 = false;          // the current phase's deadline passed
+    bool stopping_ : 1 = false;           // the server is stopping: finish the current request, then close
+    bool shutdown_cancelled_ : 1 = false; // ...and cancelled what the request waited on
+    bool watching_ : 1 = false;           // a request is waiting: read ahead to notice a disconnect
+    bool watch_pending_ : 1 = false;      // a read-ahead is in flight
+    bool disconnected_ : 1 = false;       // the client left while a request was waiting
     bool closed_ : 1 = false;
     bool registered_ : 1 = false;
-    bool watch_progress_ : 1 = false;       // a stream's write: a shrinking kernel queue is progress
+    bool watch_progress_ : 1 = false; // a stream's write: a shrinking kernel queue is progress
     // Why the connection cannot go on: held answers failed to go out (start_flush), or the client
     // left while a request waited (disconnected_). Either ends it, so one code serves both.
     beast::error_code failure_;
     static constexpr std::size_t max_deferred_bytes = 16 * 1024;
     exchange exchange_;
     std::shared_ptr<asio::cancellation_signal> cancel_request_; // cancels serve()'s current wait; see spawn
-    connection* live_prev_ = nullptr; // in server_core::live, under its mutex
+    connection* live_prev_ = nullptr;                           // in server_core::live, under its mutex
     connection* live_next_ = nullptr;
     friend struct server_core;
 };

@@ -55,7 +55,10 @@ class exact_handler {
 public:
     using allocator_type = exact_allocator<void>;
 
-    explicit exact_handler(Handler h) noexcept(std::is_nothrow_move_constructible_v<Handler>) : handler_(std::move(h)) {}
+    explicit exact_handler(Handler h) noexcept(std::is_nothrow_move_constructible_v<Handler>)
+        : handler_(std::move(h))
+    {
+    }
 
     allocator_type get_allocator() const noexcept { return {}; }
 

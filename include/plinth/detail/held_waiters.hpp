@@ -47,7 +47,10 @@ class held_waiters : public boost::asio::execution_context::service {
 public:
     inline static boost::asio::execution_context::id id;
 
-    explicit held_waiters(boost::asio::execution_context& context) : service(context) {}
+    explicit held_waiters(boost::asio::execution_context& context)
+        : service(context)
+    {
+    }
 
     /// `w` holds a handler from now until `remove(w)`; `executor` (of this context) stands for
     /// the outstanding work it represents.

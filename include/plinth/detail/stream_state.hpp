@@ -115,7 +115,9 @@ inline boost::system::error_code make_error_code(stream_errc e) noexcept
 
 } // namespace plinth
 
-template <> struct boost::system::is_error_code_enum<plinth::stream_errc> : std::true_type {};
+template <>
+struct boost::system::is_error_code_enum<plinth::stream_errc> : std::true_type {
+};
 
 namespace plinth::detail {
 
@@ -135,7 +137,10 @@ public:
 
         entry() = default;
         entry(std::string d, handler_type h, asio::any_io_executor w, std::uint64_t n)
-            : data(std::move(d)), done(std::move(h)), work(std::move(w)), seq(n)
+            : data(std::move(d))
+            , done(std::move(h))
+            , work(std::move(w))
+            , seq(n)
         {
         }
         entry(entry&&) noexcept = default;
@@ -153,14 +158,16 @@ public:
 
     /// What `take` found.
     enum class take_result {
-        data,    ///< messages to write
-        idle,    ///< nothing yet: a push will wake the connection
-        ended,   ///< nothing more: the application closed the stream
-        aborted  ///< the queue overflowed with the close policy: drop the connection
+        data,   ///< messages to write
+        idle,   ///< nothing yet: a push will wake the connection
+        ended,  ///< nothing more: the application closed the stream
+        aborted ///< the queue overflowed with the close policy: drop the connection
     };
 
     stream_state(asio::any_io_executor executor, stream_options options, log_function log)
-        : executor_(std::move(executor)), options_(options), log_(std::move(log))
+        : executor_(std::move(executor))
+        , options_(options)
+        , log_(std::move(log))
     {
     }
 
@@ -421,7 +428,11 @@ private:
     }
 
     struct canceller {
-        canceller(std::weak_ptr<stream_state> s, std::uint64_t n) : state(std::move(s)), seq(n) {}
+        canceller(std::weak_ptr<stream_state> s, std::uint64_t n)
+            : state(std::move(s))
+            , seq(n)
+        {
+        }
 
         std::weak_ptr<stream_state> state;
         std::uint64_t seq;

@@ -104,7 +104,10 @@ http::response<http::string_body> text(http::status status, const http::request<
 
 // A parked request: its session waits on `wake` until a worker has set `body` and cancelled it.
 struct parked {
-    explicit parked(const asio::any_io_executor& strand) : wake(strand, asio::steady_timer::time_point::max()) {}
+    explicit parked(const asio::any_io_executor& strand)
+        : wake(strand, asio::steady_timer::time_point::max())
+    {
+    }
     asio::steady_timer wake;
     std::string body;
 };
@@ -145,8 +148,7 @@ private:
     std::vector<std::jthread> workers_;
 };
 
-asio::awaitable<http::response<http::string_body>> handle(const http::request<http::string_body>& req,
-                                                          parking_lot& lot)
+asio::awaitable<http::response<http::string_body>> handle(const http::request<http::string_body>& req, parking_lot& lot)
 {
     std::string_view target = req.target();
     std::string_view path = target.substr(0, target.find('?'));
@@ -170,9 +172,10 @@ asio::awaitable<http::response<http::string_body>> handle(const http::request<ht
         co_return text(http::status::accepted, req, "resuming");
     }
     if (req.method() == http::verb::get && path == "/stats") {
-        auto res = text(http::status::ok, req,
-                        "{\"suspended\":" + std::to_string(lot.suspended.load()) + ",\"connections\":" +
-                            std::to_string(lot.connections.load()) + ",\"rss_kib\":" + std::to_string(rss_kib()) + "}");
+        auto res =
+            text(http::status::ok, req,
+                 "{\"suspended\":" + std::to_string(lot.suspended.load()) + ",\"connections\":"
+                     + std::to_string(lot.connections.load()) + ",\"rss_kib\":" + std::to_string(rss_kib()) + "}");
         res.set(http::field::content_type, "application/json");
         co_return res;
     }

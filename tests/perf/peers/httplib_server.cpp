@@ -64,9 +64,8 @@ int main(int argc, char** argv)
     // header and body in separate writes, and without TCP_NODELAY the body waits on Nagle for
     // the client's delayed ACK, about 40 ms per request, which is not what this peer is for.
     server.set_tcp_nodelay(true);
-    server.Get("/hello", [](const httplib::Request&, httplib::Response& res) {
-        res.set_content("Hello, World!", "text/plain");
-    });
+    server.Get("/hello",
+               [](const httplib::Request&, httplib::Response& res) { res.set_content("Hello, World!", "text/plain"); });
     server.Get("/wait", [](const httplib::Request& req, httplib::Response& res) {
         std::this_thread::sleep_for(std::chrono::milliseconds(number(req.get_param_value("ms"))));
         res.set_content("waited", "text/plain");

@@ -130,8 +130,8 @@ int main(int argc, char** argv)
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-    using single_thread_traits = restinio::single_thread_traits_t<restinio::asio_timer_manager_t,
-                                                                  restinio::null_logger_t, router_t>;
+    using single_thread_traits =
+        restinio::single_thread_traits_t<restinio::asio_timer_manager_t, restinio::null_logger_t, router_t>;
     using pool_traits = restinio::traits_t<restinio::asio_timer_manager_t, restinio::null_logger_t, router_t>;
     return threads == 1 ? serve<single_thread_traits>(port, threads) : serve<pool_traits>(port, threads);
 }
