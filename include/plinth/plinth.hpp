@@ -8,16 +8,21 @@
 
 // Everything plinth offers, in one include.
 
+#include <plinth/async_errors.hpp>
 #include <plinth/async_response.hpp>
 #include <plinth/chain.hpp>
+#include <plinth/context.hpp>
 #include <plinth/handler.hpp>
 #include <plinth/http.hpp>
 #include <plinth/log.hpp>
+#include <plinth/message.hpp>
+#include <plinth/path_params.hpp>
 #include <plinth/router.hpp>
 #include <plinth/server.hpp>
 #include <plinth/server_options.hpp>
 #include <plinth/sse.hpp>
 #include <plinth/stream.hpp>
+#include <plinth/stream_options.hpp>
 #include <plinth/version.hpp>
 
 #endif

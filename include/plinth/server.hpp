@@ -66,7 +66,7 @@ public:
     server& routes(router r)
     {
         before_start("routes");
-        core_->router = std::move(r);
+        router_ = std::make_shared<const router>(std::move(r));
         return *this;
     }
 
@@ -87,7 +87,8 @@ public:
     {
         before_start("start");
         std::vector<interceptor> all = global_;
-        all.push_back(core_->router.as_interceptor());
+        // The chain keeps the route table alive for as long as a connection may run it.
+        all.push_back({.name = "plinth::router", .enter = [r = router_](context& c) { r->route_request(c); }});
         core_->chain = chain(std::move(all));
 
         asio::ip::tcp::endpoint endpoint{asio::ip::make_address(core_->options.address), core_->options.port};
@@ -230,6 +231,7 @@ private:
     std::shared_ptr<asio::ip::tcp::acceptor> acceptor_;
     std::shared_ptr<detail::server_core> core_;
     std::vector<interceptor> global_;
+    std::shared_ptr<const router> router_ = std::make_shared<const router>();
     asio::ip::tcp::endpoint endpoint_;
     bool started_ = false;
 };

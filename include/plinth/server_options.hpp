@@ -6,8 +6,8 @@
 #ifndef PLINTH_SERVER_OPTIONS_HPP
 #define PLINTH_SERVER_OPTIONS_HPP
 
-#include <plinth/detail/stream_state.hpp>
 #include <plinth/log.hpp>
+#include <plinth/stream_options.hpp>
 
 #include <chrono>
 #include <cstddef>

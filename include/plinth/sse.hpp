@@ -128,7 +128,7 @@ public:
     /// reconnected, empty on a first connection. Send what it missed.
     std::string_view last_event_id() const noexcept
     {
-        return stream_ ? std::string_view(stream_.state()->last_event_id) : std::string_view();
+        return stream_ ? std::string_view(stream_.state_->last_event_id) : std::string_view();
     }
 
     bool is_open() const { return stream_.is_open(); }

@@ -10,8 +10,9 @@
 // HTTP/1.1 chunked transfer coding (HTTP/1.0: the body ends when the connection closes). Like a
 // suspended request, an open stream holds no thread.
 
+#include <plinth/context.hpp>
 #include <plinth/detail/stream_state.hpp>
-#include <plinth/http.hpp>
+#include <plinth/stream_options.hpp>
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
@@ -28,10 +29,12 @@ namespace plinth {
 
 namespace detail {
 
+struct stream_access;
+
 /// Attaches a new stream to the request of `ctx` and sets `head` as its response.
 inline std::shared_ptr<stream_state> open_stream(context& ctx, response head, std::optional<stream_options> options)
 {
-    auto& ex = ctx.exchange();
+    auto& ex = exchange_of(ctx);
     if (ex.stream)
         throw std::logic_error("plinth: this request already opened a stream");
     const auto* policy = ex.policy;
@@ -140,10 +143,9 @@ public:
 
     explicit operator bool() const noexcept { return state_ != nullptr; }
 
-    const std::shared_ptr<detail::stream_state>& state() const noexcept { return state_; }
-
 private:
     friend class sse_stream;
+    friend struct detail::stream_access;
     explicit response_stream(std::shared_ptr<detail::stream_state> s)
         : state_(std::move(s))
     {
@@ -151,6 +153,21 @@ private:
 
     std::shared_ptr<detail::stream_state> state_;
 };
+
+namespace detail {
+
+// The connection and tests reach a handle's state here.
+struct stream_access {
+    static const std::shared_ptr<stream_state>& state(const response_stream& s) noexcept { return s.state_; }
+};
+
+/// The state behind `s` (null for an empty handle).
+inline const std::shared_ptr<stream_state>& state_of(const response_stream& s) noexcept
+{
+    return stream_access::state(s);
+}
+
+} // namespace detail
 
 } // namespace plinth
 

@@ -464,7 +464,7 @@ TEST_CASE("async_response: a handle kept after its io_context is gone answers fa
         for (int i = 0; i < 500 && !kept; ++i)
             ioc.run_for(std::chrono::milliseconds(10));
         REQUIRE(kept);
-        state = kept->state();
+        state = plinth::detail::state_of(*kept);
         CHECK(kept->is_suspended());
     }                              // the server, then the io_context, with the request still suspended
     CHECK(state.use_count() == 1); // only the kept handle

@@ -130,7 +130,7 @@ struct parking_lot {
         std::lock_guard lock(mutex);
         std::vector<std::weak_ptr<plinth::detail::suspension<plinth::response>>> weak;
         for (const auto& h : handles)
-            weak.push_back(h.state());
+            weak.push_back(plinth::detail::state_of(h));
         handles.clear();
         return weak;
     }

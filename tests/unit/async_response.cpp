@@ -198,7 +198,7 @@ private:
 
 // One request through the chain, and what the connection would do with the result.
 struct request_run {
-    plinth::exchange ex;
+    plinth::detail::exchange ex;
     std::optional<asio::strand<asio::io_context::executor_type>> strand; // the "connection's" strand
     std::promise<void> finished_promise;
     std::shared_future<void> finished = finished_promise.get_future().share();
@@ -246,7 +246,7 @@ public:
         run.ex.request = plinth::request{http::verb::get, "/suspended", 11};
         run.ex.executor = strand;
         run.ex.policy = policy;
-        ch.async_execute(strand, plinth::context{run.ex}, [&run, strand](std::exception_ptr e, plinth::context c) {
+        ch.async_execute(strand, plinth::detail::make_context(run.ex), [&run, strand](std::exception_ptr e, plinth::context c) {
             run.on_strand = strand.running_in_this_thread();
             run.failure = e;
             if (const plinth::chain_error* err = c.error()) {
@@ -371,7 +371,7 @@ private:
 // outcome to `sink` (a void coroutine, so co_spawn's handler needs no default outcome).
 asio::awaitable<void> take_outcome(async_response ar, std::function<void(outcome)> sink)
 {
-    sink(co_await ar.state()->wait());
+    sink(co_await plinth::detail::state_of(ar)->wait());
 }
 
 struct boom : std::runtime_error {
@@ -391,7 +391,7 @@ TEST_CASE("async_response: a fresh handle is suspended, not cancelled, not done"
     CHECK(ar.is_suspended());
     CHECK_FALSE(ar.is_cancelled());
     CHECK_FALSE(ar.is_done());
-    CHECK_FALSE(ar.state()->timed_out());
+    CHECK_FALSE(plinth::detail::state_of(ar)->timed_out());
 
     // Copies share the suspension; another handle is another suspension.
     async_response copy = ar;
@@ -411,7 +411,7 @@ TEST_CASE("async_response: a waiter keeps io_context::run from returning, as a p
     asio::io_context ioc;
     auto ar = async_response::make(ioc.get_executor(), nullptr);
     std::optional<outcome> got;
-    ar.state()->async_wait([&](outcome o) { got = std::move(o); });
+    plinth::detail::state_of(ar)->async_wait([&](outcome o) { got = std::move(o); });
     ioc.poll();
     CHECK_FALSE(ioc.stopped()); // an io_context with no work left stops in poll()
     CHECK_FALSE(got.has_value());
@@ -423,7 +423,7 @@ TEST_CASE("async_response: a waiter keeps io_context::run from returning, as a p
     REQUIRE(std::holds_alternative<plinth::response>(*got));
     CHECK(std::get<plinth::response>(*got).body() == "woken");
     CHECK(ioc.stopped());
-    ar.state()->complete(nullptr);
+    plinth::detail::state_of(ar)->complete(nullptr);
 }
 
 TEST_CASE("async_response: a resume from outside the strand runs one handler there, and a second one to stop the "
@@ -436,7 +436,7 @@ TEST_CASE("async_response: a resume from outside the strand runs one handler the
         asio::io_context ioc;
         auto ar = async_response::make(ioc.get_executor(), nullptr);
         bool woken = false;
-        ar.state()->async_wait([&](outcome) { woken = true; });
+        plinth::detail::state_of(ar)->async_wait([&](outcome) { woken = true; });
         if (timeout) {
             CHECK(ar.set_timeout(600s));
             ioc.poll(); // arms the timer
@@ -445,17 +445,17 @@ TEST_CASE("async_response: a resume from outside the strand runs one handler the
         CHECK(ar.resume(plinth::text("x")));      // not inside run(): everything it starts is posted
         CHECK(ioc.poll() == (timeout ? 3u : 1u)); // (with a timer: its cancel, then the cancelled wait's handler)
         CHECK(woken);
-        ar.state()->complete(nullptr);
+        plinth::detail::state_of(ar)->complete(nullptr);
     }
 }
 
 namespace {
 // The connection's side of an exchange, as begin_suspension sees it: it owns one exchange.
-struct owner_of_one final : plinth::detail::exchange_owner {
-    const plinth::exchange* own = nullptr;
+struct owner_of_one final : plinth::detail::response_sink {
+    const plinth::detail::exchange* own = nullptr;
     void watch_for_disconnect() override {}
     bool stopping() const noexcept override { return false; }
-    bool owns(const plinth::exchange& ex) const noexcept override { return &ex == own; }
+    bool owns(const plinth::detail::exchange& ex) const noexcept override { return &ex == own; }
 };
 } // namespace
 
@@ -466,14 +466,14 @@ TEST_CASE("async_response: a suspension borrows the strand of its connection's o
     using owning = plinth::detail::owning_suspension<plinth::response>;
     asio::io_context ioc;
     owner_of_one owner;
-    plinth::exchange ex;
+    plinth::detail::exchange ex;
     ex.executor = ioc.get_executor();
     ex.owner = &owner;
     owner.own = &ex;
     std::optional<async_response> kept;
     auto setup = [&](async_response ar) { kept = ar; };
 
-    plinth::context ctx{ex};
+    plinth::context ctx = plinth::detail::make_context(ex);
     auto borrowing = plinth::detail::begin_suspension(ctx, setup);
     CHECK(dynamic_cast<owning*>(borrowing.get()) == nullptr);
     borrowing->release(); // as the connection does before it goes
@@ -481,8 +481,8 @@ TEST_CASE("async_response: a suspension borrows the strand of its connection's o
 
     std::shared_ptr<plinth::detail::suspension<plinth::response>> state;
     {
-        plinth::exchange copy = ex; // same owner, but not the exchange it owns
-        plinth::context inner{copy};
+        plinth::detail::exchange copy = ex; // same owner, but not the exchange it owns
+        plinth::context inner = plinth::detail::make_context(copy);
         state = plinth::detail::begin_suspension(inner, setup);
         CHECK(dynamic_cast<owning*>(state.get()) != nullptr);
     } // the copy goes with the suspension still pending: nothing it lent may be used now
@@ -497,7 +497,7 @@ TEST_CASE("async_response: a suspension borrows the strand of its connection's o
 namespace {
 asio::awaitable<void> wait_owning(async_response ar, std::shared_ptr<int> /*owned*/, bool* called)
 {
-    co_await ar.state()->wait();
+    co_await plinth::detail::state_of(ar)->wait();
     *called = true;
 }
 } // namespace
@@ -520,14 +520,14 @@ TEST_CASE("async_response: destroying the io_context destroys a waiter uncalled 
         auto a = async_response::make(ioc.get_executor(), nullptr);
         auto token = std::make_shared<int>(1);
         owned_by_callback = token;
-        callback_state = a.state();
-        a.state()->async_wait([state = a.state(), token, &callback_called](outcome) { callback_called = true; });
+        callback_state = plinth::detail::state_of(a);
+        plinth::detail::state_of(a)->async_wait([state = plinth::detail::state_of(a), token, &callback_called](outcome) { callback_called = true; });
         kept_callback = a;
 
         auto b = async_response::make(ioc.get_executor(), nullptr);
         auto other = std::make_shared<int>(2);
         owned_by_coroutine = other;
-        coroutine_state = b.state();
+        coroutine_state = plinth::detail::state_of(b);
         asio::co_spawn(ioc, wait_owning(b, other, &coroutine_called),
                        asio::bind_cancellation_slot(signal.slot(), asio::detached));
         kept_coroutine = b;
@@ -578,13 +578,13 @@ TEST_CASE("async_response: a second wait while one is pending throws std::logic_
     asio::io_context ioc;
     auto ar = async_response::make(ioc.get_executor(), nullptr);
     int first = 0, second = 0;
-    ar.state()->async_wait([&](outcome) { ++first; });
-    CHECK_THROWS_AS(ar.state()->async_wait([&](outcome) { ++second; }), std::logic_error);
+    plinth::detail::state_of(ar)->async_wait([&](outcome) { ++first; });
+    CHECK_THROWS_AS(plinth::detail::state_of(ar)->async_wait([&](outcome) { ++second; }), std::logic_error);
     CHECK(ar.resume(plinth::text("once")));
     ioc.run();
     CHECK(first == 1);
     CHECK(second == 0);
-    ar.state()->complete(nullptr);
+    plinth::detail::state_of(ar)->complete(nullptr);
 }
 TEST_CASE("async_response: is_suspended / is_cancelled / is_done follow the table after resume, timeout and cancel",
           "[async_response]")
@@ -619,7 +619,7 @@ TEST_CASE("async_response: is_suspended / is_cancelled / is_done follow the tabl
     CHECK_FALSE(resumed.is_cancelled());
     CHECK(resumed.is_done());
     // after timeout: F/F/T
-    CHECK(timed_out.state()->timed_out());
+    CHECK(plinth::detail::state_of(timed_out)->timed_out());
     CHECK_FALSE(timed_out.is_suspended());
     CHECK_FALSE(timed_out.is_cancelled());
     CHECK(timed_out.is_done());
@@ -669,7 +669,7 @@ TEST_CASE("async_response: is_suspended / is_cancelled / is_done follow the tabl
     CHECK(logs.get().empty());
 
     for (auto* ar : {&resumed, &timed_out, &cancelled})
-        ar->state()->complete(nullptr);
+        plinth::detail::state_of(*ar)->complete(nullptr);
 }
 
 TEST_CASE("async_response: resume with a null exception_ptr throws std::invalid_argument and changes nothing",
@@ -691,7 +691,7 @@ TEST_CASE("async_response: resume with a null exception_ptr throws std::invalid_
     CHECK(std::get<plinth::response>(*got).body() == "after the bad call");
     // After done the null pointer is still rejected, not silently ignored.
     CHECK_THROWS_AS(ar.resume(std::exception_ptr{}), std::invalid_argument);
-    ar.state()->complete(nullptr);
+    plinth::detail::state_of(ar)->complete(nullptr);
 }
 
 namespace {
@@ -706,7 +706,7 @@ struct unboxable {
 asio::awaitable<void> wait_into(plinth::basic_async_response<unboxable> ar,
                                 std::optional<plinth::detail::suspension<unboxable>::outcome>* got)
 {
-    *got = co_await ar.state()->wait();
+    *got = co_await plinth::detail::state_of(ar)->wait();
 }
 } // namespace
 
@@ -725,7 +725,7 @@ TEST_CASE("async_response: a resume with no memory left for its result still end
     REQUIRE(got.has_value());
     REQUIRE(std::holds_alternative<std::exception_ptr>(*got));
     CHECK(holds<std::bad_alloc>(std::get<std::exception_ptr>(*got)));
-    ar.state()->complete(nullptr);
+    plinth::detail::state_of(ar)->complete(nullptr);
 }
 
 TEST_CASE("async_response: cancel(time_point) carries the time point; cancel(seconds) the seconds", "[async_response]")
@@ -744,10 +744,10 @@ TEST_CASE("async_response: cancel(time_point) carries the time point; cancel(sec
     auto* tp = std::get_if<std::chrono::system_clock::time_point>(&c->retry_after);
     REQUIRE(tp != nullptr);
     CHECK(*tp == at);
-    CHECK(header(plinth::cancelled_response(*c), http::field::retry_after) == "Sun, 06 Nov 1994 08:49:37 GMT");
-    CHECK(header(plinth::cancelled_response(plinth::detail::cancellation{42s}), http::field::retry_after) == "42");
-    CHECK(header(plinth::cancelled_response(plinth::detail::cancellation{}), http::field::retry_after) == "<absent>");
-    ar.state()->complete(nullptr);
+    CHECK(header(plinth::detail::cancelled_response(*c), http::field::retry_after) == "Sun, 06 Nov 1994 08:49:37 GMT");
+    CHECK(header(plinth::detail::cancelled_response(plinth::detail::cancellation{42s}), http::field::retry_after) == "42");
+    CHECK(header(plinth::detail::cancelled_response(plinth::detail::cancellation{}), http::field::retry_after) == "<absent>");
+    plinth::detail::state_of(ar)->complete(nullptr);
 }
 
 TEST_CASE("async_response: on_complete fires once after complete(), in registration order; a throwing one is "
@@ -788,7 +788,7 @@ TEST_CASE("async_response: on_complete fires once after complete(), in registrat
     CHECK(calls.empty()); // nothing fires before the response is written
 
     const auto error = std::make_exception_ptr(boom("unmapped"));
-    ar.state()->complete(error);
+    plinth::detail::state_of(ar)->complete(error);
     CHECK(calls == strings{"first", "second throws", "third", "fourth throws an int", "fifth"});
     REQUIRE(args.size() == 2);
     CHECK(args[0] == error);
@@ -801,8 +801,8 @@ TEST_CASE("async_response: on_complete fires once after complete(), in registrat
     CHECK(lines[1].find("non-standard") != std::string::npos);
 
     // Exactly once: a second complete, or a disconnect after it, fires nothing.
-    ar.state()->complete(nullptr);
-    ar.state()->disconnected(std::make_exception_ptr(std::runtime_error("late")));
+    plinth::detail::state_of(ar)->complete(nullptr);
+    plinth::detail::state_of(ar)->disconnected(std::make_exception_ptr(std::runtime_error("late")));
     CHECK(calls.size() == 5);
     CHECK(logs.get().size() == 2);
 }
@@ -815,12 +815,12 @@ TEST_CASE("async_response: callbacks registered after completion are refused and
     CHECK(ar.cancel());
     // Done but not yet completed: still accepted, they fire at completion.
     CHECK(ar.on_complete([&](std::exception_ptr) { ++runs; }));
-    ar.state()->complete(nullptr);
+    plinth::detail::state_of(ar)->complete(nullptr);
     CHECK(runs == 1);
     CHECK_FALSE(ar.on_complete([&](std::exception_ptr) { runs += 100; }));
     CHECK_FALSE(ar.on_disconnect([&] { runs += 1000; }));
-    ar.state()->complete(nullptr);
-    ar.state()->disconnected(nullptr);
+    plinth::detail::state_of(ar)->complete(nullptr);
+    plinth::detail::state_of(ar)->disconnected(nullptr);
     CHECK(runs == 1);
 }
 
@@ -844,7 +844,7 @@ TEST_CASE("async_response: disconnected() fires on_disconnect before on_complete
     asio::co_spawn(strand, take_outcome(ar, [&](outcome o) { got = std::move(o); }),
                    asio::bind_cancellation_slot(client_gone.slot(), [&](std::exception_ptr e) {
                        REQUIRE_FALSE(e);
-                       ar.state()->disconnected(
+                       plinth::detail::state_of(ar)->disconnected(
                            std::make_exception_ptr(plinth::client_disconnected(asio::error::connection_reset)));
                    }));
     asio::steady_timer gone(strand, 10ms);
@@ -877,13 +877,13 @@ TEST_CASE("async_response: completion releases the timer and the timeout handler
     ar.on_timeout([&handler_runs, keep = ar](async_response) { ++handler_runs; });
     CHECK(ar.set_timeout(600s));
     ioc.poll(); // arms the timer on the strand
-    CHECK(ar.state().use_count() > 1);
+    CHECK(plinth::detail::state_of(ar).use_count() > 1);
     CHECK(ar.resume(plinth::text("done")));
-    ar.state()->complete(nullptr);
+    plinth::detail::state_of(ar)->complete(nullptr);
     ioc.restart();
     ioc.run_for(patience); // would wait 600 s for a timer that was kept
     REQUIRE(ioc.stopped());
-    CHECK(ar.state().use_count() == 1); // only this handle: timer, handler and waiter let go
+    CHECK(plinth::detail::state_of(ar).use_count() == 1); // only this handle: timer, handler and waiter let go
     CHECK(handler_runs == 0);
 }
 
@@ -893,14 +893,14 @@ TEST_CASE("async_response: a timeout handler set after completion is not kept (n
     asio::io_context ioc;
     auto ar = async_response::make(asio::make_strand(ioc));
     CHECK(ar.resume(plinth::text("done")));
-    ar.state()->complete(nullptr);
+    plinth::detail::state_of(ar)->complete(nullptr);
     ioc.run(); // lets the strand drop what it held
-    REQUIRE(ar.state().use_count() == 1);
+    REQUIRE(plinth::detail::state_of(ar).use_count() == 1);
     // A worker that still holds the handle registers a handler capturing it: completion has
     // released everything, so the handle must not start holding itself.
     ar.on_timeout([keep = ar](async_response) {});
     CHECK_FALSE(ar.set_timeout(1ms));
-    CHECK(ar.state().use_count() == 1);
+    CHECK(plinth::detail::state_of(ar).use_count() == 1);
 }
 
 // =============================================================================================
@@ -1158,7 +1158,7 @@ TEST_CASE("async_response: a timeout without handler answers 503; an error stage
         CHECK(holds<plinth::service_unavailable>(run.unhandled));
         CHECK(run.error_from == "h/enter");
         CHECK(holds<plinth::service_unavailable>(completed_with));
-        CHECK(ar->state()->timed_out());
+        CHECK(plinth::detail::state_of(*ar)->timed_out());
         CHECK_FALSE(ar->is_cancelled());
         CHECK(mapper_errors == 0);
     }
@@ -1174,7 +1174,7 @@ TEST_CASE("async_response: a timeout without handler answers 503; an error stage
         CHECK(run.response->body() == "timed out");
         CHECK_FALSE(run.unhandled);
         CHECK_FALSE(completed_with);
-        CHECK(ar->state()->timed_out());
+        CHECK(plinth::detail::state_of(*ar)->timed_out());
         CHECK(mapper_errors == 1);
         CHECK(mapper_leaves == 0);
         loop.stop(); // the chain is local to this section
@@ -1206,7 +1206,7 @@ TEST_CASE("async_response: set_timeout replaces the earlier timer and counts fro
         REQUIRE(run.wait_done());
         const auto elapsed = steady::now() - t0;
         CHECK(handler_runs == 1);
-        CHECK(ar->state()->timed_out());
+        CHECK(plinth::detail::state_of(*ar)->timed_out());
         REQUIRE(run.response.has_value());
         CHECK(run.response->result() == http::status::service_unavailable);
         CHECK(holds<plinth::service_unavailable>(run.unhandled));
@@ -1237,7 +1237,7 @@ TEST_CASE("async_response: set_timeout replaces the earlier timer and counts fro
         const auto elapsed = steady::now() - t0;
         CHECK(resumes == 1);
         CHECK(handler_runs == 0);
-        CHECK_FALSE(ar->state()->timed_out());
+        CHECK_FALSE(plinth::detail::state_of(*ar)->timed_out());
         REQUIRE(run.response.has_value());
         CHECK(run.response->result() == http::status::ok);
         CHECK(run.response->body() == "resumed at 300 ms");
@@ -1302,7 +1302,7 @@ TEST_CASE("async_response: set_timeout from another thread, then from the strand
     else {
         CHECK(steady::now() - t0 < 5s);
         CHECK(handler_runs == 1);
-        CHECK(ar->state()->timed_out());
+        CHECK(plinth::detail::state_of(*ar)->timed_out());
         REQUIRE(run.response.has_value());
         CHECK(run.response->result() == http::status::service_unavailable);
     }
@@ -1336,7 +1336,7 @@ TEST_CASE("async_response: set_timeout after done returns false and no handler r
     CHECK(handler_runs == 0);
     REQUIRE(run.response.has_value());
     CHECK(run.response->body() == "done");
-    CHECK_FALSE(ar->state()->timed_out());
+    CHECK_FALSE(plinth::detail::state_of(*ar)->timed_out());
     remote.verify();
 }
 
@@ -1372,7 +1372,7 @@ TEST_CASE("async_response: a handler re-arming by 50 ms on every expiry keeps th
     REQUIRE(run.response.has_value());
     CHECK(run.response->result() == http::status::ok);
     CHECK(run.response->body() == "late but delivered");
-    CHECK_FALSE(ar->state()->timed_out());
+    CHECK_FALSE(plinth::detail::state_of(*ar)->timed_out());
     const int seen = expiries.load();
     CHECK(seen >= expiries_wanted);
 
@@ -1421,7 +1421,7 @@ TEST_CASE("async_response: a timeout handler that cancels, resumes, does nothing
         CHECK(run.response->result() == http::status::service_unavailable);
         CHECK(header(*run.response, http::field::retry_after) == "3");
         CHECK(ar->is_cancelled());
-        CHECK_FALSE(ar->state()->timed_out());
+        CHECK_FALSE(plinth::detail::state_of(*ar)->timed_out());
         CHECK_FALSE(completed_with);
         CHECK(w.leaves == 1);
         CHECK(w.errors == 0);
@@ -1452,7 +1452,7 @@ TEST_CASE("async_response: a timeout handler that cancels, resumes, does nothing
         CHECK(run.response->result() == http::status::service_unavailable);
         CHECK(holds<plinth::service_unavailable>(run.unhandled));
         CHECK(holds<plinth::service_unavailable>(completed_with));
-        CHECK(ar->state()->timed_out());
+        CHECK(plinth::detail::state_of(*ar)->timed_out());
         CHECK(w.leaves == 0);
         CHECK(w.errors == 1);
     }
@@ -1517,7 +1517,7 @@ TEST_CASE("async_response: inside a timeout handler, re-arming and replacing the
     CHECK(calls == strings{"first handler", "second handler"});
     REQUIRE(run.response.has_value());
     CHECK(run.response->body() == "from the second handler");
-    CHECK_FALSE(ar->state()->timed_out());
+    CHECK_FALSE(plinth::detail::state_of(*ar)->timed_out());
     remote.verify();
 }
 
@@ -1584,8 +1584,8 @@ TEST_CASE("async_response: on_complete fires exactly once, after the response, f
     CHECK_FALSE(ar->on_complete([&](std::exception_ptr) { calls.push_back("late"); }));
     std::promise<void> again;
     asio::post(run.ex.executor, [&] {
-        ar->state()->complete(nullptr);
-        ar->state()->disconnected(nullptr);
+        plinth::detail::state_of(*ar)->complete(nullptr);
+        plinth::detail::state_of(*ar)->disconnected(nullptr);
         again.set_value();
     });
     REQUIRE(again.get_future().wait_for(patience) == std::future_status::ready);
@@ -1805,7 +1805,7 @@ TEST_CASE("async_response: resume, cancel, a 1 ms timeout and another resume at 
                 winners.push_back(static_cast<winner>(k));
         if (handler_wins > 0)
             winners.push_back(timeout_handler);
-        if (ar->state()->timed_out())
+        if (plinth::detail::state_of(*ar)->timed_out())
             winners.push_back(timeout_default);
         if (winners.size() != 1) {
             std::string who;
@@ -1908,7 +1908,7 @@ TEST_CASE("async_response: a re-arm racing the expiry: either it returns false (
             // Re-armed to 10 s: the 1 ms timer must not end the request.
             if (!ar->resume(plinth::text("after re-arm")))
                 problem("set_timeout(10s) returned true, yet the old 1 ms timer ended the request ("
-                        + std::string(ar->state()->timed_out() ? "timed out" : "?") + ")");
+                        + std::string(plinth::detail::state_of(*ar)->timed_out() ? "timed out" : "?") + ")");
             REQUIRE(run.wait_done());
             if (run.response && run.response->body() != "after re-arm" && problems == 0)
                 problem("the client got " + run.response->body());
@@ -1916,7 +1916,7 @@ TEST_CASE("async_response: a re-arm racing the expiry: either it returns false (
         else {
             ++expired_first;
             REQUIRE(run.wait_done());
-            if (!ar->state()->timed_out() || !run.response
+            if (!plinth::detail::state_of(*ar)->timed_out() || !run.response
                 || run.response->result() != http::status::service_unavailable)
                 problem("set_timeout returned false but the request did not time out");
         }

@@ -20,7 +20,7 @@ namespace plinth_test {
 /// One request run through a plinth::chain on an io_context.
 struct harness {
     boost::asio::io_context ioc;
-    plinth::exchange ex;
+    plinth::detail::exchange ex;
 
     harness(boost::beast::http::verb method, std::string_view target, std::string body = {})
     {
@@ -29,13 +29,13 @@ struct harness {
         ex.executor = ioc.get_executor();
     }
 
-    plinth::context context() { return plinth::context{ex}; }
+    plinth::context context() { return plinth::detail::make_context(ex); }
 
     plinth::context run(const plinth::chain& chain)
     {
         std::optional<plinth::context> out;
         std::exception_ptr failure;
-        chain.async_execute(ioc.get_executor(), plinth::context{ex}, [&](std::exception_ptr e, plinth::context c) {
+        chain.async_execute(ioc.get_executor(), plinth::detail::make_context(ex), [&](std::exception_ptr e, plinth::context c) {
             failure = e;
             out = std::move(c);
         });

@@ -434,7 +434,7 @@ TEST_CASE("make_handler: void(const request&, response_stream) sets the default 
     CHECK(header(*c.response, http::field::cache_control) == "<absent>");
     CHECK(c.response->body().empty());
     REQUIRE(hx.ex.stream);
-    CHECK(hx.ex.stream == kept.state());
+    CHECK(hx.ex.stream == plinth::detail::state_of(kept));
     CHECK(hx.ex.stream->heartbeat_text.empty());
     CHECK_FALSE(hx.ex.stream->ends_on_stop);
     CHECK(hx.ex.stream->last_event_id.empty());
@@ -474,7 +474,7 @@ TEST_CASE("make_handler: opening a second stream on one request throws logic_err
         std::shared_ptr<stream_state> first;
         bool after = false;
         plinth::chain chain{plinth::make_handler("twice", [&](const plinth::context& c, plinth::sse_stream) {
-            first = c.exchange().stream;
+            first = plinth::detail::exchange_of(c).stream;
             plinth::response_stream::open(const_cast<plinth::context&>(c));
             after = true;
         })};

@@ -152,7 +152,7 @@ struct log_capture {
 
 // A request's exchange on an io_context, as a connection would set it up (no server policy).
 struct exchange_on {
-    plinth::exchange ex;
+    plinth::detail::exchange ex;
 
     explicit exchange_on(asio::io_context& ioc, std::string_view target = "/stream")
     {
@@ -160,7 +160,7 @@ struct exchange_on {
         ex.executor = ioc.get_executor();
     }
 
-    plinth::context context() { return plinth::context{ex}; }
+    plinth::context context() { return plinth::detail::make_context(ex); }
 };
 
 // Checks made in a child process, reported to the parent as text.
@@ -704,7 +704,7 @@ TEST_CASE("async_write: completes on the handler's associated executor, never in
     auto ctx = on.context();
     auto rs = plinth::response_stream::open(ctx);
     auto strand = asio::make_strand(ioc);
-    const auto& st = rs.state();
+    const auto& st = plinth::detail::state_of(rs);
 
     struct outcome {
         bool ran = false;
@@ -794,8 +794,8 @@ TEST_CASE("async_write: a pending write is outstanding work for its executor", "
     CHECK_FALSE(done);
 
     std::vector<stream_state::entry> batch;
-    REQUIRE(rs.state()->take(batch, 1 << 20) == take_result::data);
-    rs.state()->written(batch, {});
+    REQUIRE(plinth::detail::state_of(rs)->take(batch, 1 << 20) == take_result::data);
+    plinth::detail::state_of(rs)->written(batch, {});
     const auto t0 = std::chrono::steady_clock::now();
     ioc.run_for(patience); // now it returns as soon as the completion ran
     CHECK(done);
@@ -815,7 +815,7 @@ TEST_CASE("async_write: a handler's associated executor is kept busy until the c
     rs.async_write("x", asio::bind_executor(handler_ioc, [&](error_code) { done = true; }));
     handler_ioc.run_for(100ms);
     CHECK_FALSE(handler_ioc.stopped());
-    rs.state()->finish(close_reason::client_gone);
+    plinth::detail::state_of(rs)->finish(close_reason::client_gone);
     handler_ioc.restart();
     handler_ioc.run_for(patience);
     CHECK(done);
@@ -838,7 +838,7 @@ TEST_CASE("async_write: per-operation cancellation before the connection takes t
             exchange_on on(ioc);
             auto ctx = on.context();
             auto rs = plinth::response_stream::open(ctx);
-            const auto& st = rs.state();
+            const auto& st = plinth::detail::state_of(rs);
             completions done;
             asio::cancellation_signal sig;
             const std::string_view where = position;
@@ -891,7 +891,7 @@ TEST_CASE("async_write: per-operation cancellation after the connection took the
     exchange_on on(ioc);
     auto ctx = on.context();
     auto rs = plinth::response_stream::open(ctx);
-    const auto& st = rs.state();
+    const auto& st = plinth::detail::state_of(rs);
     completions done;
 
     const auto type =
@@ -925,7 +925,7 @@ TEST_CASE("async_write: cancellation after the stream was over does nothing", "[
     completions done;
     asio::cancellation_signal sig;
     rs.async_write("x", asio::bind_cancellation_slot(sig.slot(), done.handler("x")));
-    rs.state()->finish(close_reason::client_gone);
+    plinth::detail::state_of(rs)->finish(close_reason::client_gone);
     sig.emit(asio::cancellation_type::terminal);
     poll(ioc);
     CHECK(done.got == std::vector<std::pair<std::string, error_code>>{{"x", stream_errc::closed}});
@@ -942,7 +942,7 @@ TEST_CASE("response_stream: an empty default-constructed handle", "[stream]")
     CHECK(rs.queued() == 0);
     CHECK(rs.queued_bytes() == 0);
     CHECK(rs.dropped() == 0);
-    CHECK(rs.state() == nullptr);
+    CHECK(plinth::detail::state_of(rs) == nullptr);
 
     std::optional<close_reason> reason;
     rs.on_close([&](close_reason r) { reason = r; });
@@ -971,9 +971,9 @@ TEST_CASE("response_stream::open sets the head, attaches the stream and refuses 
     CHECK(ctx.response->result() == http::status::accepted);
     CHECK((*ctx.response)[http::field::content_type] == "text/csv");
     CHECK(ctx.response->body().empty());
-    CHECK(on.ex.stream == rs.state());
-    CHECK(rs.state()->heartbeat_text.empty()); // heartbeats are for event streams
-    CHECK_FALSE(rs.state()->ends_on_stop);
+    CHECK(on.ex.stream == plinth::detail::state_of(rs));
+    CHECK(plinth::detail::state_of(rs)->heartbeat_text.empty()); // heartbeats are for event streams
+    CHECK_FALSE(plinth::detail::state_of(rs)->ends_on_stop);
 
     CHECK(rs.write("abc"));
     CHECK(on.ex.stream->queued() == 1); // copies and the exchange share the stream
@@ -981,7 +981,7 @@ TEST_CASE("response_stream::open sets the head, attaches the stream and refuses 
     CHECK(copy.queued_bytes() == 3);
 
     CHECK_THROWS_AS(plinth::response_stream::open(ctx), std::logic_error);
-    CHECK(on.ex.stream == rs.state());
+    CHECK(on.ex.stream == plinth::detail::state_of(rs));
     CHECK(ctx.response->result() == http::status::accepted);
 }
 
@@ -997,20 +997,20 @@ TEST_CASE("response_stream::open takes its options from the server's policy unle
     a.ex.policy = &policy;
     auto actx = a.context();
     auto from_policy = plinth::response_stream::open(actx);
-    CHECK(from_policy.state()->options().max_queued_bytes == 123);
-    CHECK(from_policy.state()->options().max_queued == 7);
-    CHECK(from_policy.state()->options().overflow == stream_overflow::drop_oldest);
+    CHECK(plinth::detail::state_of(from_policy)->options().max_queued_bytes == 123);
+    CHECK(plinth::detail::state_of(from_policy)->options().max_queued == 7);
+    CHECK(plinth::detail::state_of(from_policy)->options().overflow == stream_overflow::drop_oldest);
     from_policy.on_close([](close_reason) { throw std::runtime_error("x"); });
-    from_policy.state()->finish(close_reason::closed);
+    plinth::detail::state_of(from_policy)->finish(close_reason::closed);
     CHECK(logs.get().size() == 1); // the server's log hook
 
     exchange_on b(ioc);
     b.ex.policy = &policy;
     auto bctx = b.context();
     auto given = plinth::response_stream::open(bctx, plinth::response{http::status::ok, 11}, bounded(5, 2));
-    CHECK(given.state()->options().max_queued_bytes == 5);
-    CHECK(given.state()->options().max_queued == 2);
-    CHECK(given.state()->options().overflow == stream_overflow::close);
+    CHECK(plinth::detail::state_of(given)->options().max_queued_bytes == 5);
+    CHECK(plinth::detail::state_of(given)->options().max_queued == 2);
+    CHECK(plinth::detail::state_of(given)->options().overflow == stream_overflow::close);
 }
 
 TEST_CASE("response_stream::close passes trailer fields and rejects CR or LF in them", "[stream]")
@@ -1028,7 +1028,7 @@ TEST_CASE("response_stream::close passes trailer fields and rejects CR or LF in 
         CHECK(rs.write("data"));
         CHECK(rs.close(trailers));
         CHECK_FALSE(rs.is_open());
-        CHECK(rs.state()->trailer() == "X-Checksum: abc\r\nX-Count: 3\r\n");
+        CHECK(plinth::detail::state_of(rs)->trailer() == "X-Checksum: abc\r\nX-Count: 3\r\n");
         CHECK_FALSE(rs.close());
         CHECK_FALSE(rs.write("more"));
     }
@@ -1041,7 +1041,7 @@ TEST_CASE("response_stream::close passes trailer fields and rejects CR or LF in 
         }
         CHECK(rs.is_open()); // nothing ended
         CHECK(rs.close());
-        CHECK(rs.state()->trailer().empty());
+        CHECK(plinth::detail::state_of(rs)->trailer().empty());
     }
 }
 

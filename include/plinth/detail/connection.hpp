@@ -10,9 +10,9 @@
 // the chain, writes the response, and loops while the connection is kept alive. Requests are
 // handled one after the other, so pipelined requests are answered in order.
 
+#include <plinth/context.hpp>
+#include <plinth/detail/exchange.hpp>
 #include <plinth/detail/http_date.hpp>
-#include <plinth/http.hpp>
-#include <plinth/router.hpp>
 #include <plinth/server_options.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -80,8 +80,7 @@ struct server_core : std::enable_shared_from_this<server_core> {
     asio::any_io_executor executor; // the acceptor's strand
     server_options options;
     suspension_policy policy;
-    plinth::router router;
-    plinth::chain chain;
+    plinth::chain chain; // the server's interceptors, the router last
 
     std::atomic<std::uint64_t> open_connections{0};
     std::atomic<std::uint64_t> accepted{0};
@@ -395,7 +394,7 @@ inline asio::awaitable<void> refuse(std::shared_ptr<server_core> core, tcp_socke
     socket.close(ec);
 }
 
-class connection : public std::enable_shared_from_this<connection>, private exchange_owner {
+class connection : public std::enable_shared_from_this<connection>, private response_sink {
 public:
     /// A connection over `socket` whose handlers run on `strand`.
     connection(std::shared_ptr<server_core> core, tcp_socket socket, asio::any_io_executor strand)
@@ -661,7 +660,7 @@ private:
                 head_only_ = exchange_.request.method() == http::verb::head;
                 keep_alive_ = exchange_.request.keep_alive();
                 auto storage = std::move(ctx_.response); // the last response's, empty: reused
-                ctx_ = context{exchange_};
+                ctx_ = make_context(exchange_);
                 ctx_.response = std::move(storage);
                 walk_cancelled_ = shutdown_cancelled_ = false; // per request (a cancelled one closes anyway)
             }
