@@ -88,7 +88,7 @@ interceptor make_handler(std::string name, F f)
     interceptor i{.name = std::move(name)};
     using handle = detail::handle_of<F, arg>;
     if constexpr (std::is_same_v<handle, async_response>) // a callback stage: no frame while suspended
-        i.enter = detail::callback_stage{[f = std::move(f), input](context& c, detail::stage_handler done) mutable {
+        i.enter = callback_stage{[f = std::move(f), input](context& c, stage_handler done) mutable {
             detail::suspend_then(
                 c, [&](async_response ar) { std::invoke(f, input(c), std::move(ar)); }, std::move(done));
         }};

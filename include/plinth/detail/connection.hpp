@@ -540,9 +540,9 @@ private:
         // callback stage is a suspended handler's), which cancel_walk resolves directly. A slot
         // would cost two cancellation handlers (96 B) for each suspended request.
         try {
-            run_->start_pending(ctx_, exactly_allocated([self = shared_from_this()](std::exception_ptr e) {
-                                    self->unpark(std::move(e));
-                                }));
+            run_->start(ctx_, exactly_allocated([self = shared_from_this()](std::exception_ptr e) {
+                            self->unpark(std::move(e));
+                        }));
         }
         catch (...) { // bad_alloc: serve() goes on to answer 500, and is not parked
             cancel_request_ = std::move(signal);
@@ -571,7 +571,8 @@ private:
     // no later enter stage starts.
     void cancel_walk()
     {
-        walk_cancelled_ = true;
+        if (run_)
+            run_->cancel();
         if (!parked())
             cancel_request_->emit(asio::cancellation_type::terminal); // an awaitable stage in serve()
         else // a parked stage: its suspension ends as a disconnection (if nothing else won)
@@ -662,7 +663,7 @@ private:
                 auto storage = std::move(ctx_.response); // the last response's, empty: reused
                 ctx_ = make_context(exchange_);
                 ctx_.response = std::move(storage);
-                walk_cancelled_ = shutdown_cancelled_ = false; // per request (a cancelled one closes anyway)
+                shutdown_cancelled_ = false; // per request (a cancelled one closes anyway)
             }
 
             // The chain's walk runs here rather than in a coroutine of its own: synchronous stages
@@ -676,16 +677,12 @@ private:
                     run_.emplace(core_->chain).begin(ctx_);
                 bool more = run_->advance(ctx_);
                 for (auto& run = *run_; more; more = run.advance(ctx_)) {
-                    if (run.pending_stage == stage::enter && walk_cancelled_) // start no more
-                        run.complete(ctx_, execution<context>::cancelled_error());
-                    else if (run.pending_is_callback()) {
+                    if (run.pending_is_callback()) {
                         park();
                         co_return;
                     }
-                    else {
-                        auto thrown = co_await run.await_pending(ctx_);
-                        run.complete(ctx_, std::move(thrown));
-                    }
+                    auto thrown = co_await run.step(ctx_);
+                    run.complete(ctx_, std::move(thrown));
                 }
                 run_->end(ctx_);
                 run_.reset(); // what stages enqueued by value goes with the request
@@ -1516,9 +1513,9 @@ private:
             output_ = std::make_unique<output_state>();
         return *output_;
     }
-    std::optional<execution<context>> run_; // the request's walk through the chain; see serve
-    context ctx_;                           // ...and the context it walks
-    std::exception_ptr parked_result_;      // how a parked stage ended; see park
+    std::optional<chain_walk<context>> run_; // the request's walk through the chain; see serve
+    context ctx_;                            // ...and the context it walks
+    std::exception_ptr parked_result_;       // how a parked stage ended; see park
     // The flags are bits, with the phase and the version in the same word: every connection,
     // suspended ones included, carries them (16 B less than as bools). Bits sharing a byte must
     // not be written from two threads: all are written on the strand (registered_ before the
@@ -1531,7 +1528,6 @@ private:
     bool keep_alive_ : 1 = false;         // ...which asked to keep the connection
     bool resuming_ : 1 = false;           // serve() goes on with a parked walk
     bool first_ : 1 = true;               // no request read yet
-    bool walk_cancelled_ : 1 = false;     // the walk was cancelled: start no more enter stages
     bool flushing_ : 1 = false;           // start_flush is writing the held answers
     bool timed_out_ : 1 = false;          // the current phase's deadline passed
     bool stopping_ : 1 = false;           // the server is stopping: finish the current request, then close
