@@ -1641,3 +1641,101 @@ TEST_CASE("chain: a cancellation that arrives between two stages starts no furth
     CHECK(out->log == strings{"enter a", "error: aborted"});
     CHECK(out->error() == nullptr); // handled by the catcher
 }
+
+// ---------------------------------------------------------------------------------------------
+// chain_walk: the stepping API a server's connection drives without a coroutine
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+// Drives `walk` over `ctx` with callbacks only: callback stages through start(), the rest (there
+// are none in these tests) would need step(). Calls `done` once the walk is over.
+void drive(plinth::chain_walk<test_ctx>& walk, test_ctx& ctx, std::function<void()> done)
+{
+    while (walk.advance(ctx)) {
+        REQUIRE(walk.pending_is_callback());
+        walk.start(ctx, [&walk, &ctx, done](std::exception_ptr e) mutable {
+            walk.complete(ctx, std::move(e));
+            drive(walk, ctx, std::move(done));
+        });
+        return;
+    }
+    done();
+}
+
+// A callback stage that logs `what` and ends later, through `ioc`, with `error` (may be null).
+plinth::callback_stage<std::function<void(test_ctx&, plinth::stage_handler)>> later(asio::io_context& ioc,
+                                                                                    std::string what,
+                                                                                    std::exception_ptr error = nullptr)
+{
+    return {[&ioc, what, error](test_ctx& c, plinth::stage_handler h) {
+        c.log.push_back(what);
+        asio::post(ioc, [h = std::move(h), error]() mutable { std::move(h)(error); });
+    }};
+}
+
+} // namespace
+
+TEST_CASE("chain_walk: callback stages driven by start() keep Pedestal's order and error path, with no coroutine",
+          "[chain][walk]")
+{
+    asio::io_context ioc;
+    chain ch{
+        {.name = "a", .enter = later(ioc, "enter a"), .leave = later(ioc, "leave a")},
+        {.name = "b",
+         .enter = later(ioc, "enter b"),
+         .error = [](test_ctx& c, std::exception_ptr e) { c.log.push_back("error b: " + describe(e)); }},
+        {.name = "c", .enter = later(ioc, "enter c", std::make_exception_ptr(second_error("c failed")))},
+        {.name = "d", .enter = later(ioc, "enter d")},
+    };
+    test_ctx ctx;
+    plinth::chain_walk<test_ctx> walk{ch};
+    walk.begin(ctx);
+    bool done = false;
+    drive(walk, ctx, [&] { done = true; });
+    CHECK_FALSE(done); // nothing ran inside start()
+    ioc.run();
+    REQUIRE(done);
+    walk.end(ctx);
+    CHECK(ctx.log == strings{"enter a", "enter b", "enter c", "error b: second_error(c failed)", "leave a"});
+    CHECK(ctx.error() == nullptr); // handled by b
+    CHECK_FALSE(ctx.executing());
+}
+
+TEST_CASE("chain_walk: once cancelled, no enter stage starts, synchronous ones included; leave and error stages "
+          "still run",
+          "[chain][walk]")
+{
+    asio::io_context ioc;
+    plinth::chain_walk<test_ctx>* running = nullptr;
+    chain ch{
+        {.name = "outer",
+         .leave = [](test_ctx& c) { c.log.push_back("leave outer"); },
+         .error =
+             [](test_ctx& c, std::exception_ptr e) {
+                 c.log.push_back(std::string("error outer: ") + (is_operation_aborted(e) ? "aborted" : describe(e)));
+             }},
+        // The client leaves while this stage waits; the stage itself swallows it and ends normally.
+        {.name = "waits", .enter = plinth::callback_stage{[&](test_ctx& c, plinth::stage_handler h) {
+                              c.log.push_back("enter waits");
+                              asio::post(ioc, [&running, h = std::move(h)]() mutable {
+                                  running->cancel();
+                                  std::move(h)(nullptr);
+                              });
+                          }}},
+        {.name = "sync", .enter = [](test_ctx& c) { c.log.push_back("enter sync"); }},
+        {.name = "later", .enter = later(ioc, "enter later")},
+    };
+    test_ctx ctx;
+    plinth::chain_walk<test_ctx> walk{ch};
+    running = &walk;
+    walk.begin(ctx);
+    bool done = false;
+    drive(walk, ctx, [&] { done = true; });
+    ioc.run();
+    REQUIRE(done);
+    walk.end(ctx);
+    CHECK(walk.cancelled());
+    CHECK(ctx.log == strings{"enter waits", "error outer: aborted"});
+    REQUIRE(ctx.error() == nullptr); // outer handled it
+}
