@@ -20,8 +20,8 @@
 #include <plinth/router.hpp>
 #include <plinth/server.hpp>
 #include <plinth/server_options.hpp>
-#include <plinth/stage.hpp>
 #include <plinth/sse.hpp>
+#include <plinth/stage.hpp>
 #include <plinth/stream.hpp>
 #include <plinth/stream_options.hpp>
 #include <plinth/version.hpp>

@@ -246,26 +246,27 @@ public:
         run.ex.request = plinth::request{http::verb::get, "/suspended", 11};
         run.ex.executor = strand;
         run.ex.policy = policy;
-        ch.async_execute(strand, plinth::detail::make_context(run.ex), [&run, strand](std::exception_ptr e, plinth::context c) {
-            run.on_strand = strand.running_in_this_thread();
-            run.failure = e;
-            if (const plinth::chain_error* err = c.error()) {
-                run.unhandled = err->exception;
-                run.error_from = err->interceptor + "/" + std::string(plinth::to_string(err->stage));
-                run.response = plinth::error_response(err->exception);
-            }
-            else if (c.response)
-                run.response = std::move(*c.response);
-            else
-                run.response = plinth::text("Not Found", http::status::not_found);
-            // "The response was written": the connection completes the suspensions, on the strand.
-            for (const auto& s : run.ex.suspensions) {
-                s->complete(run.unhandled);
-                ++run.completed;
-            }
-            run.ex.suspensions.clear();
-            run.finished_promise.set_value();
-        });
+        ch.async_execute(strand, plinth::detail::make_context(run.ex),
+                         [&run, strand](std::exception_ptr e, plinth::context c) {
+                             run.on_strand = strand.running_in_this_thread();
+                             run.failure = e;
+                             if (const plinth::chain_error* err = c.error()) {
+                                 run.unhandled = err->exception;
+                                 run.error_from = err->interceptor + "/" + std::string(plinth::to_string(err->stage));
+                                 run.response = plinth::error_response(err->exception);
+                             }
+                             else if (c.response)
+                                 run.response = std::move(*c.response);
+                             else
+                                 run.response = plinth::text("Not Found", http::status::not_found);
+                             // "The response was written": the connection completes the suspensions, on the strand.
+                             for (const auto& s : run.ex.suspensions) {
+                                 s->complete(run.unhandled);
+                                 ++run.completed;
+                             }
+                             run.ex.suspensions.clear();
+                             run.finished_promise.set_value();
+                         });
         return run;
     }
 
@@ -521,7 +522,8 @@ TEST_CASE("async_response: destroying the io_context destroys a waiter uncalled 
         auto token = std::make_shared<int>(1);
         owned_by_callback = token;
         callback_state = plinth::detail::state_of(a);
-        plinth::detail::state_of(a)->async_wait([state = plinth::detail::state_of(a), token, &callback_called](outcome) { callback_called = true; });
+        plinth::detail::state_of(a)->async_wait(
+            [state = plinth::detail::state_of(a), token, &callback_called](outcome) { callback_called = true; });
         kept_callback = a;
 
         auto b = async_response::make(ioc.get_executor(), nullptr);
@@ -745,8 +747,10 @@ TEST_CASE("async_response: cancel(time_point) carries the time point; cancel(sec
     REQUIRE(tp != nullptr);
     CHECK(*tp == at);
     CHECK(header(plinth::detail::cancelled_response(*c), http::field::retry_after) == "Sun, 06 Nov 1994 08:49:37 GMT");
-    CHECK(header(plinth::detail::cancelled_response(plinth::detail::cancellation{42s}), http::field::retry_after) == "42");
-    CHECK(header(plinth::detail::cancelled_response(plinth::detail::cancellation{}), http::field::retry_after) == "<absent>");
+    CHECK(header(plinth::detail::cancelled_response(plinth::detail::cancellation{42s}), http::field::retry_after)
+          == "42");
+    CHECK(header(plinth::detail::cancelled_response(plinth::detail::cancellation{}), http::field::retry_after)
+          == "<absent>");
     plinth::detail::state_of(ar)->complete(nullptr);
 }
 

@@ -35,10 +35,11 @@ struct harness {
     {
         std::optional<plinth::context> out;
         std::exception_ptr failure;
-        chain.async_execute(ioc.get_executor(), plinth::detail::make_context(ex), [&](std::exception_ptr e, plinth::context c) {
-            failure = e;
-            out = std::move(c);
-        });
+        chain.async_execute(ioc.get_executor(), plinth::detail::make_context(ex),
+                            [&](std::exception_ptr e, plinth::context c) {
+                                failure = e;
+                                out = std::move(c);
+                            });
         ioc.run();
         ioc.restart();
         REQUIRE_FALSE(failure);
