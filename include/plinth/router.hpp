@@ -167,10 +167,16 @@ public:
         return {.name = "plinth::router", .enter = [this](context& c) { route_request(c); }};
     }
 
-    /// What `as_interceptor` does on enter.
+    /// What `as_interceptor` does on enter. A method no route may use (an extension method, or
+    /// one Beast does not know) is answered 501 (RFC 9110 9.1).
     void route_request(context& c) const
     {
-        auto m = match(c.request().method(), c.path());
+        const auto method = c.request().method();
+        if (std::find(method_order.begin(), method_order.end(), method) == method_order.end()) {
+            c.response = text("Not Implemented", http::status::not_implemented);
+            return;
+        }
+        auto m = match(method, c.path());
         if (m.route) {
             c.params() = std::move(m.params);
             enqueue_ref(c, std::span<const interceptor>(m.route->interceptors()));

@@ -375,10 +375,13 @@ TEST_CASE("hardening: Transfer-Encoding gzip then chunked gets 501 and the conne
                    http::status::not_implemented);
 }
 
-TEST_CASE("hardening: Transfer-Encoding: identity gets 501 and the connection closes", "[hardening]")
+TEST_CASE("hardening: Transfer-Encoding: identity, where chunked is not the final coding, gets 400 and the "
+          "connection closes",
+          "[hardening]")
 {
+    // RFC 9112 6.3: MUST 400 when chunked is not the final coding (gzip before chunked: 501).
     check_rejected("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\nhello",
-                   http::status::not_implemented);
+                   http::status::bad_request);
 }
 
 TEST_CASE("hardening: a transfer coding with parameters or junk after chunked gets 501", "[hardening]")

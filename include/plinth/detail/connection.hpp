@@ -12,6 +12,8 @@
 
 #include <plinth/context.hpp>
 #include <plinth/detail/exchange.hpp>
+#include <plinth/detail/h1/reader.hpp>
+#include <plinth/detail/h1/writer.hpp>
 #include <plinth/detail/http_date.hpp>
 #include <plinth/server_options.hpp>
 
@@ -227,14 +229,6 @@ inline std::string describe(const std::exception_ptr& e)
     }
 }
 
-/// True for the ways a client leaves that are not worth logging as errors.
-inline bool client_went_away(const beast::error_code& ec)
-{
-    return ec == http::error::end_of_stream || ec == http::error::partial_message || ec == asio::error::eof
-        || ec == asio::error::connection_reset || ec == asio::error::broken_pipe
-        || ec == asio::error::operation_aborted;
-}
-
 // The completion token of a connection's own reads and writes: errors as values, and no
 // cancellation slot. Deadlines and stops reach these through the socket (cancel, shutdown); the
 // coroutine's slot is for what a request waits on, and an operation tied to it costs an
@@ -248,103 +242,6 @@ inline auto unbound()
 // requests held back, a chunk) goes through this one instantiation of async_write and of its
 // completion token, which keeps what including plinth costs a build down.
 using wire = std::array<asio::const_buffer, 3>;
-
-// The status line, replacing what `out` held.
-inline void start_head(std::string& out, const response& res)
-{
-    out.clear();
-    out.reserve(256); // one allocation for a typical head, not one per doubling as it grows
-    out += res.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
-    const unsigned status = res.result_int();
-    const char code[3] = {static_cast<char>('0' + status / 100 % 10), static_cast<char>('0' + status / 10 % 10),
-                          static_cast<char>('0' + status % 10)};
-    out.append(code, 3);
-    out += ' ';
-    out += res.reason();
-    out += "\r\n";
-}
-
-inline void append_field(std::string& out, std::string_view name, std::string_view value)
-{
-    out += name;
-    out += ": ";
-    out += value;
-    out += "\r\n";
-}
-
-// A response head in HTTP/1.1 wire format (what Beast's serializer writes), into `out`, whose
-// capacity the caller keeps: the response then goes out in one gather write, with no serializer
-// allocated per response.
-inline void serialize_head(std::string& out, const response& res)
-{
-    start_head(out, res);
-    for (const auto& f : res)
-        append_field(out, f.name_string(), f.value());
-    out += "\r\n";
-}
-
-// Without leading and trailing spaces and tabs (HTTP's optional whitespace).
-inline std::string_view trim_blanks(std::string_view s)
-{
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-        s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-        s.remove_suffix(1);
-    return s;
-}
-
-// 1xx, 204 and 304 responses never carry a body, whatever the handler put in it.
-inline void drop_forbidden_body(response& res)
-{
-    const unsigned status = res.result_int();
-    if (status < 200 || status == 204 || status == 304)
-        res.body().clear();
-}
-
-// What every response gets before it goes out: the request's version, Server (unless it names
-// itself), Date, Content-Length, and the Connection tokens that say whether the connection stays.
-inline void finish_response(response& res, unsigned version, bool keep_alive, std::string_view server_name)
-{
-    res.version(version);
-    if (res.find(http::field::server) == res.end()) // a handler or interceptor may name itself
-        res.set(http::field::server, server_name);
-    res.set(http::field::date, current_http_date());
-    drop_forbidden_body(res);
-    res.prepare_payload();
-    res.keep_alive(keep_alive);
-}
-
-// finish_response() then serialize_head(), without adding to the response the fields the first
-// adds: each is an allocation and a tree insertion, then a free, on every request. The bytes are
-// the same. A response with Connection or Transfer-Encoding fields of its own takes the long
-// way, where Beast merges the tokens.
-inline void write_head(std::string& out, response& res, unsigned version, bool keep_alive, std::string_view server_name)
-{
-    bool server = false;
-    for (const auto& f : res) {
-        const auto name = f.name();
-        if (name == http::field::connection || name == http::field::transfer_encoding) {
-            finish_response(res, version, keep_alive, server_name);
-            return serialize_head(out, res);
-        }
-        server = server || name == http::field::server;
-    }
-    drop_forbidden_body(res);
-    res.version(version);
-    start_head(out, res);
-    for (const auto& f : res)
-        if (f.name() != http::field::date && f.name() != http::field::content_length)
-            append_field(out, f.name_string(), f.value());
-    if (!server)
-        append_field(out, "Server", trim_blanks(server_name)); // as Beast's fields trim values
-    append_field(out, "Date", current_http_date());
-    char length[20];
-    append_field(out, "Content-Length",
-                 std::string_view(length, std::to_chars(length, length + sizeof length, res.body().size()).ptr));
-    if (version == 10 ? keep_alive : !keep_alive)
-        append_field(out, "Connection", keep_alive ? "keep-alive" : "close");
-    out += "\r\n";
-}
 
 /// Closing a socket with unread bytes makes the kernel send a reset, which can destroy a
 /// response before the client reads it: stop sending, then drain for up to a second (nginx's
@@ -379,14 +276,10 @@ inline asio::awaitable<void> linger(tcp_socket& socket)
 /// a coroutine for at most a second: the connections already accepted are not disturbed.
 inline asio::awaitable<void> refuse(std::shared_ptr<server_core> core, tcp_socket socket)
 {
-    response res = text("Service Unavailable", http::status::service_unavailable);
-    res.set(http::field::server, core->options.server_name);
-    res.set(http::field::date, current_http_date());
+    response res = h1::refusal(http::status::service_unavailable, core->options.server_name);
     res.set(http::field::retry_after, "1");
-    res.keep_alive(false);
-    res.prepare_payload();
     std::string head;
-    serialize_head(head, res);
+    h1::serialize_head(head, res);
     const wire out{asio::buffer(head), asio::buffer(res.body()), {}};
     auto [ec, n] = co_await asio::async_write(socket, out, unbound());
     if (!ec)
@@ -592,15 +485,12 @@ private:
             if (!resumed) {
                 while (watch_pending_) // the parse needs the buffer: a cancelled read-ahead delivers first
                     co_await wait_for_nudge();
-                http::request_parser<http::string_body> parser;
-                parser.header_limit(opt.max_header_bytes);
-                parser.body_limit(opt.max_body_bytes);
+                h1::request_reader reader{{opt.max_header_bytes, opt.max_body_bytes}};
 
                 // The first byte: a kept-alive connection may idle, a new one must send its header.
-                // Empty lines before a request are ignored (RFC 9112 2.2: some clients send a CRLF
-                // after a body).
+                auto state = reader.parse(buffer_);
                 bool waited = false;
-                while (skip_empty_lines(), buffer_.size() == 0) {
+                while (!reader.started()) {
                     if (stopping_)
                         co_return close();
                     if (!waited) // a new connection's header deadline runs from the accept
@@ -612,10 +502,11 @@ private:
                     if (ec || timed_out_) {
                         if (timed_out_)
                             ++core_->timeouts; // nothing (but empty lines) was sent: nothing to answer
-                        else if (!client_went_away(ec))
+                        else if (!h1::client_went_away(ec))
                             core_->log(log_level::warning, "read failed: " + ec.message());
                         co_return close();
                     }
+                    state = reader.parse(buffer_);
                 }
                 if (first_ && waited)
                     phase_ = phase::header;
@@ -623,39 +514,35 @@ private:
                     arm(phase::header, opt.header_timeout); // from the request's first byte
                 first_ = false;
 
-                beast::error_code ec;
-                std::size_t n = 0;
-                if (!parse_buffered_header(parser, ec)) // usually the whole header came with its first byte
-                    std::tie(ec, n) = co_await http::async_read_header(socket_, buffer_, parser, unbound());
-                if (ec)
-                    co_return co_await reject_read(ec, !parser.get().target().empty());
-                if (auto status = check_header(parser.get())) {
-                    ++core_->rejected;
-                    co_return co_await reject(*status);
+                // Usually the whole header came with its first byte.
+                while (state == h1::read_state::need_more) {
+                    if (auto failed = co_await read_more())
+                        co_return co_await fail_read(failed);
+                    state = reader.parse(buffer_);
                 }
-                if (!parser.is_done()) {
+                if (state == h1::read_state::header_ready) {
                     if (!co_await flush_deferred()) // the body may need reads: nothing may wait behind them
                         co_return close();
                     arm(phase::body, opt.body_timeout);
-                    if (expects_continue(parser.get())) {
-                        static constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
-                        const wire out{asio::buffer(continue_line), {}, {}};
-                        std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
+                    if (h1::expects_continue(reader.get())) {
+                        const wire out{asio::buffer(h1::continue_line), {}, {}};
+                        auto [ec, n] = co_await asio::async_write(socket_, out, unbound());
                         if (ec)
-                            co_return co_await reject_read(ec);
+                            co_return co_await fail_read(ec);
                     }
-                    const auto fields = std::distance(parser.get().begin(), parser.get().end());
-                    std::tie(ec, n) = co_await http::async_read(socket_, buffer_, parser, unbound());
-                    if (ec)
-                        co_return co_await reject_read(ec);
-                    // Beast adds a chunked body's trailer fields to the headers; a trailer must not
-                    // pass for a header that was checked (or that a proxy in front saw), so drop them.
-                    auto& req = parser.get();
-                    for (auto it = std::next(req.begin(), fields); it != req.end();)
-                        it = req.erase(it);
+                    while ((state = reader.parse(buffer_)) == h1::read_state::need_more)
+                        if (auto failed = co_await read_more())
+                            co_return co_await fail_read(failed);
                 }
+                if (state == h1::read_state::refused) {
+                    ++core_->rejected;
+                    core_->log(log_level::debug,
+                               "rejected a request: " + std::to_string(static_cast<unsigned>(reader.status()))
+                                   + (reader.error() ? " (" + reader.error().message() + ")" : std::string()));
+                    co_return co_await reject(reader.status());
+                }
+                exchange_.request = reader.release();
                 arm(phase::busy, {}); // no timeout while the request is handled, suspended or streamed
-                exchange_.request = parser.release();
                 exchange_.params.clear();
                 version_ = static_cast<std::uint8_t>(exchange_.request.version()); // (check_header: HTTP/1.x)
                 head_only_ = exchange_.request.method() == http::verb::head;
@@ -743,8 +630,7 @@ private:
             write_head(res, version_, keep_alive);
             const std::string_view body = head_only_ ? std::string_view() : std::string_view(res.body());
             if (deferrable(keep_alive, body.size())) {
-                output_->held += output_->head;
-                output_->held += body;
+                output_->held.hold(output_->head, body);
                 continue; // no suspension: nothing waits for the write
             }
 
@@ -753,7 +639,7 @@ private:
                 ec = failure_;
             else {
                 // What earlier pipelined requests deferred, then this response, in one write.
-                wire out{asio::buffer(output_->held), asio::buffer(output_->head), asio::buffer(body)};
+                wire out{asio::buffer(output_->held.bytes()), asio::buffer(output_->head), asio::buffer(body)};
                 if (!write_at_once(out, ec)) {
                     arm(phase::write, write_deadline());
                     std::size_t n = 0;
@@ -766,7 +652,7 @@ private:
                     ++core_->timeouts;
                     core_->log(log_level::info, "dropped a client that stopped reading (write timeout)");
                 }
-                else if (!client_went_away(ec))
+                else if (!h1::client_went_away(ec))
                     core_->log(log_level::warning, "write failed: " + ec.message());
                 finish_suspensions(true, std::make_exception_ptr(client_disconnected(ec)));
                 co_return close();
@@ -775,79 +661,6 @@ private:
             if (!keep_alive)
                 co_return close();
         }
-    }
-
-    // -- what a request may not do --
-
-    // Checks a parsed header for what Beast's parser lets through; the status to reject it with.
-    static std::optional<http::status> check_header(const request& req)
-    {
-        if (req.version() / 10 != 1) // Beast 1.81 already refuses these (see well_formed_version)
-            return http::status::http_version_not_supported;
-        // One pass over the fields rather than a lookup per name: a request has few fields, and
-        // each lookup in Beast's tree compares names case-insensitively.
-        unsigned hosts = 0, content_lengths = 0, te_fields = 0, chunked = 0;
-        bool unknown_coding = false, expected = false;
-        std::string_view expect;
-        for (const auto& f : req) {
-            switch (f.name()) {
-            case http::field::host: ++hosts; break;
-            case http::field::content_length: ++content_lengths; break;
-            case http::field::expect:
-                if (!expected) // the first one, as req[field::expect] gives
-                    expect = f.value();
-                expected = true;
-                break;
-            case http::field::transfer_encoding: {
-                ++te_fields;
-                // Each element exactly "chunked", once: Beast's token_list stops quietly at a
-                // syntax error ("chunked;x", "chunked x"), which a proxy in front may read otherwise.
-                std::string_view list = f.value();
-                while (!list.empty()) {
-                    const auto comma = list.find(',');
-                    auto coding = trim_blanks(list.substr(0, comma));
-                    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
-                    if (coding.empty())
-                        continue;
-                    if (!beast::iequals(coding, "chunked"))
-                        unknown_coding = true;
-                    else
-                        ++chunked;
-                }
-                break;
-            }
-            default: break;
-            }
-        }
-        if (hosts > 1 || (req.version() == 11 && hosts == 0))
-            return http::status::bad_request; // RFC 9112 3.2
-        if (te_fields != 0) {
-            // A request framed two ways is how requests are smuggled: refuse rather than choose.
-            if (req.version() == 10 || content_lengths != 0)
-                return http::status::bad_request;
-            if (unknown_coding)
-                return http::status::not_implemented;
-            if (chunked != 1)
-                return http::status::bad_request;
-        }
-        if (!expect.empty() && !beast::iequals(expect, "100-continue"))
-            return http::status::expectation_failed;
-        return std::nullopt;
-    }
-
-    // Parses a header that is already in the buffer, as async_read_header would first, without
-    // a trip through the scheduler for an operation that completes at once. False when the
-    // header needs more bytes (async_read_header goes on from where this stopped).
-    bool parse_buffered_header(http::request_parser<http::string_body>& parser, beast::error_code& ec)
-    {
-        if (buffer_.size() == 0)
-            return false;
-        buffer_.consume(parser.put(buffer_.data(), ec));
-        if (ec == http::error::need_more) {
-            ec = {};
-            return false;
-        }
-        return ec || parser.is_header_done();
     }
 
     // Writes what the socket takes now (the socket is non-blocking): a response usually fits in
@@ -869,19 +682,6 @@ private:
         return asio::buffer_size(out) == 0;
     }
 
-    void skip_empty_lines()
-    {
-        for (;;) {
-            std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
-            if (data.starts_with("\r\n"))
-                buffer_.consume(2);
-            else if (data.starts_with("\n"))
-                buffer_.consume(1);
-            else
-                return;
-        }
-    }
-
     // After the shutdown's grace a response may not take long to write either, nor an event
     // stream once a stop began (what is left to write is its last chunk).
     bool cutting_short() const noexcept
@@ -898,61 +698,28 @@ private:
         return d > d.zero() ? std::min(d, cap) : cap;
     }
 
-    static bool expects_continue(const request& req)
+    // Reads what the client sends next into the buffer: the error, if the read failed (a buffer
+    // that is full, with a chunk extension or a trailer too long for it, is buffer_overflow).
+    asio::awaitable<beast::error_code> read_more()
     {
-        return req.version() >= 11 && beast::iequals(req[http::field::expect], "100-continue");
+        const auto room = beast::read_size(buffer_, 65536);
+        if (room == 0)
+            co_return beast::error_code(http::error::buffer_overflow);
+        auto [ec, n] = co_await socket_.async_read_some(buffer_.prepare(room), unbound());
+        buffer_.commit(n);
+        co_return ec;
     }
 
-    // A request could not be read: answer what can be answered, then close.
-    asio::awaitable<void> reject_read(const beast::error_code& ec, bool line_parsed = true)
+    // Reading a request failed: answer what can be answered, then close.
+    asio::awaitable<void> fail_read(const beast::error_code& ec)
     {
-        if (timed_out_) {
-            ++core_->timeouts;
-            co_return co_await reject(http::status::request_timeout);
-        }
-        if (ec == asio::error::operation_aborted || client_went_away(ec)) // a stop, or the client left
-            co_return close();
-        if (ec.category() != beast::error_code(http::error::bad_method).category()) {
+        const auto failure = h1::on_read_failure(ec, timed_out_);
+        if (failure.worth_logging)
             core_->log(log_level::warning, "read failed: " + ec.message());
+        if (!failure.answer)
             co_return close();
-        }
-        ++core_->rejected;
-        core_->log(log_level::debug, "rejected a request: " + ec.message());
-        if (ec == http::error::header_limit)
-            // Beast consumes the request line once it is complete: then the fields are too long.
-            co_return co_await reject(line_parsed || request_line_ended()
-                                          ? http::status::request_header_fields_too_large
-                                          : http::status::uri_too_long);
-        if (ec == http::error::body_limit)
-            co_return co_await reject(http::status::payload_too_large);
-        if (ec == http::error::bad_version && well_formed_version())
-            co_return co_await reject(http::status::http_version_not_supported);
-        co_return co_await reject(http::status::bad_request);
-    }
-
-    // Whether the buffered request line ended within the header limit (Beast parses it only
-    // once the whole header is in, and keeps it buffered until then).
-    bool request_line_ended() const
-    {
-        std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
-        return data.substr(0, core_->options.max_header_bytes).find('\n') != std::string_view::npos;
-    }
-
-    // Beast rejects every version but 1.0 and 1.1 as malformed; a well-formed other one (HTTP/2's
-    // preface "PRI * HTTP/2.0" included) deserves 505. The unparsed request line is still buffered.
-    bool well_formed_version() const
-    {
-        std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
-        const auto eol = data.find("\r\n");
-        if (eol == std::string_view::npos)
-            return false; // a bare LF is malformed, whatever the version
-        auto line = data.substr(0, eol);
-        const auto space = line.rfind(' ');
-        if (space == std::string_view::npos)
-            return false;
-        const auto v = line.substr(space + 1);
-        auto digit = [](char c) { return c >= '0' && c <= '9'; };
-        return v.size() == 8 && v.substr(0, 5) == "HTTP/" && digit(v[5]) && v[5] != '1' && v[6] == '.' && digit(v[7]);
+        ++(*failure.answer == http::status::request_timeout ? core_->timeouts : core_->rejected);
+        co_return co_await reject(*failure.answer);
     }
 
     // Answers a request that will not be handled, then closes without losing the answer.
@@ -960,11 +727,10 @@ private:
     {
         if (!co_await flush_deferred()) // earlier pipelined requests' answers go first
             co_return close();
-        response res = text(std::string(http::obsolete_reason(status)), status);
-        finish(res, 11, false);
+        const response res = h1::refusal(status, core_->options.server_name);
         arm(phase::write, write_deadline());
         auto& head = output().head;
-        serialize_head(head, res);
+        h1::serialize_head(head, res);
         const wire out{asio::buffer(head), asio::buffer(res.body()), {}};
         auto [ec, n] = co_await asio::async_write(socket_, out, unbound());
         if (!ec)
@@ -1163,11 +929,9 @@ private:
     {
         if (!keep_alive || !exchange_.suspensions.empty() || watch_pending_ || flushing_ || failure_)
             return false;
-        if (output_->held.size() + output_->head.size() + body_size > max_deferred_bytes) // (write_head made it)
+        if (!output_->held.fits(output_->head.size() + body_size)) // (write_head made the head)
             return false;
-        skip_empty_lines();
-        const std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
-        return data.find("\r\n\r\n") != std::string_view::npos;
+        return h1::holds_header({static_cast<const char*>(buffer_.data().data()), buffer_.size()});
     }
 
     // Starts `initiate(handler)`, an operation on socket_ (whose executor is the io_context's),
@@ -1193,7 +957,7 @@ private:
         flushing_ = true; // (which keeps output_: see park)
         // Bound to the strand even when single-threaded: one instantiation of async_write's
         // composed operation rather than two (compile time), for a write that rarely happens.
-        asio::async_write(socket_, asio::buffer(output_->held),
+        asio::async_write(socket_, asio::buffer(output_->held.bytes()),
                           asio::bind_executor(strand(), [self = shared_from_this()](beast::error_code ec, std::size_t) {
                               self->flushing_ = false;
                               self->output_->held.clear();
@@ -1216,7 +980,7 @@ private:
         auto& held = output().held; // (waiting may have made it)
         if (held.empty())
             co_return true;
-        const wire out{asio::buffer(held), {}, {}};
+        const wire out{asio::buffer(held.bytes()), {}, {}};
         auto [ec, n] = co_await asio::async_write(socket_, out, unbound());
         held.clear();
         co_return !ec;
@@ -1256,14 +1020,6 @@ private:
         using clock = asio::steady_timer::clock_type;
         const auto st = exchange_.stream;
         const bool chunked = version >= 11; // HTTP/1.0 has no chunks: the body ends with the connection
-        keep_alive = keep_alive && chunked;
-        head.version(version);
-        if (head.find(http::field::server) == head.end())
-            head.set(http::field::server, core_->options.server_name);
-        head.set(http::field::date, current_http_date());
-        head.erase(http::field::content_length);
-        head.chunked(chunked);
-        head.keep_alive(keep_alive);
 
         ++core_->policy.stats.streams;
         st->attach([weak = weak_from_this(), ws = std::weak_ptr<stream_state>(st)](bool abort) {
@@ -1279,7 +1035,7 @@ private:
         std::size_t n = 0;
         {
             auto& head_text = output().head;
-            serialize_head(head_text, head);
+            h1::write_stream_head(head_text, head, version, keep_alive, core_->options.server_name);
             const wire out{asio::buffer(head_text), {}, {}};
             arm(phase::write, write_deadline());
             std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
@@ -1293,8 +1049,7 @@ private:
         auto last_write = clock::now();
         std::vector<stream_state::entry> batch; // what is being written
         std::vector<asio::const_buffer> buffers;
-        std::array<char, 20> size_line;
-        static constexpr std::string_view crlf = "\r\n";
+        std::optional<h1::chunk_size_line> size_line;
         while (ok && !head_only) {
             if (disconnected_) {
                 reason = close_reason::client_gone;
@@ -1335,9 +1090,7 @@ private:
             }
             buffers.clear();
             if (chunked) {
-                const auto r = std::to_chars(size_line.data(), size_line.data() + size_line.size() - 2, bytes, 16);
-                std::memcpy(r.ptr, "\r\n", 2);
-                buffers.push_back(asio::buffer(size_line.data(), r.ptr + 2 - size_line.data()));
+                buffers.push_back(size_line.emplace(bytes).buffer());
             }
             if (!beat.empty())
                 buffers.push_back(asio::buffer(beat));
@@ -1345,7 +1098,7 @@ private:
                 if (!e.data.empty())
                     buffers.push_back(asio::buffer(e.data));
             if (chunked)
-                buffers.push_back(asio::buffer(crlf));
+                buffers.push_back(asio::buffer(h1::chunk_end));
             ec = co_await write_with_progress(buffers);
             st->written(batch, ec);
             if (ec) {
@@ -1356,7 +1109,7 @@ private:
             last_write = clock::now();
         }
         if (ok && end && chunked) {
-            const std::string last = "0\r\n" + st->trailer() + "\r\n";
+            const std::string last = h1::last_chunk(st->trailer());
             arm(phase::write, write_deadline());
             const wire out{asio::buffer(last), {}, {}};
             std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
@@ -1425,7 +1178,7 @@ private:
         }
         if (st.aborted())
             return fell_behind();
-        if (disconnected_ || client_went_away(ec))
+        if (disconnected_ || h1::client_went_away(ec))
             return close_reason::client_gone;
         core_->log(log_level::warning, "stream write failed: " + ec.message());
         return close_reason::failed;
@@ -1475,12 +1228,7 @@ private:
 
     void write_head(response& res, unsigned version, bool keep_alive)
     {
-        detail::write_head(output().head, res, version, keep_alive, core_->options.server_name);
-    }
-
-    void finish(response& res, unsigned version, bool keep_alive) const
-    {
-        finish_response(res, version, keep_alive, core_->options.server_name);
+        h1::write_head(output().head, res, version, keep_alive, core_->options.server_name);
     }
 
     void close()
@@ -1499,8 +1247,8 @@ private:
     // What writing needs, made by the first response and given back while a request is parked
     // (see park): a suspended request carries a pointer for it rather than 80 B.
     struct output_state {
-        std::string head; // the response head being written; see serialize_head
-        std::string held; // answers held back while a pipelined batch is parsed; see deferrable
+        std::string head;      // the response head being written; see serialize_head
+        h1::output_batch held; // answers held back while a pipelined batch is parsed; see deferrable
         // What serve() waits on for a read-ahead or a write to finish, or a stream for its
         // producers; made on first use (most connections never wait so).
         std::unique_ptr<asio::steady_timer> nudge;
@@ -1541,7 +1289,6 @@ private:
     // Why the connection cannot go on: held answers failed to go out (start_flush), or the client
     // left while a request waited (disconnected_). Either ends it, so one code serves both.
     beast::error_code failure_;
-    static constexpr std::size_t max_deferred_bytes = 16 * 1024;
     exchange exchange_;
     std::shared_ptr<asio::cancellation_signal> cancel_request_; // cancels serve()'s current wait; see spawn
     connection* live_prev_ = nullptr;                           // in server_core::live, under its mutex
