@@ -139,18 +139,9 @@ public:
     server_stats stats() const noexcept
     {
         const auto& s = core_->policy.stats;
-        return {core_->open_connections.load(),
-                core_->accepted.load(),
-                core_->requests.load(),
-                s.suspended.load(),
-                s.resumed.load(),
-                s.cancelled.load(),
-                s.timed_out.load(),
-                s.disconnected.load(),
-                s.completed.load(),
-                core_->refused.load(),
-                core_->rejected.load(),
-                core_->timeouts.load(),
+        return {core_->connections.size(), core_->accepted.load(), core_->requests.load(), s.suspended.load(),
+                s.resumed.load(),          s.cancelled.load(),     s.timed_out.load(),     s.disconnected.load(),
+                s.completed.load(),        core_->refused.load(),  core_->rejected.load(), core_->timeouts.load(),
                 s.streams.load()};
     }
 
@@ -162,29 +153,11 @@ private:
                            const std::shared_ptr<asio::ip::tcp::acceptor>& acceptor, std::chrono::milliseconds grace,
                            asio::any_completion_handler<void()> handler) // may be empty
     {
-        std::vector<std::shared_ptr<detail::connection>> open;
-        {
-            std::lock_guard lock(core->mutex);
-            if (core->stopped) {
-                if (handler)
-                    core->complete_stop_waiter(std::move(handler));
-                return;
-            }
-            if (handler)
-                core->stop_waiters.push_back(std::move(handler));
-            if (core->stopping)
-                return; // the first call's grace runs
-            core->stopping = true;
-            open = core->live_connections();
-        }
-        asio::post(acceptor->get_executor(), [core, acceptor, grace] {
+        asio::post(acceptor->get_executor(), [acceptor] {
             beast::error_code ignored;
             acceptor->close(ignored);
-            core->arm_grace(acceptor->get_executor(), grace);
         });
-        for (const auto& c : open)
-            c->request_stop();
-        core->check_stopped();
+        core->stop(grace, std::move(handler));
     }
 
     void before_start(const char* what) const
@@ -218,7 +191,7 @@ private:
             ++core->accepted;
             beast::error_code ignored;
             socket.set_option(asio::ip::tcp::no_delay(true), ignored);
-            if (core->open_connections.load() >= core->options.max_connections) {
+            if (core->connections.size() >= core->options.max_connections) {
                 ++core->refused;
                 asio::co_spawn(ex, detail::refuse(core, std::move(socket)), asio::detached);
                 continue;

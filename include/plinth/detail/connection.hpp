@@ -11,10 +11,12 @@
 // handled one after the other, so pipelined requests are answered in order.
 
 #include <plinth/context.hpp>
+#include <plinth/detail/connection_set.hpp>
 #include <plinth/detail/exchange.hpp>
 #include <plinth/detail/h1/reader.hpp>
 #include <plinth/detail/h1/writer.hpp>
 #include <plinth/detail/http_date.hpp>
+#include <plinth/detail/server_core.hpp>
 #include <plinth/server_options.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -65,169 +67,6 @@ class connection;
 /// 112 B, and the socket 48), and a handler that must run on the strand carries it (a
 /// coroutine's does; see connection::on_strand).
 using tcp_socket = asio::basic_stream_socket<asio::ip::tcp, asio::io_context::executor_type>;
-
-/// What a server shares with its connections; they keep it alive until the last one is gone.
-struct server_core : std::enable_shared_from_this<server_core> {
-    server_core(asio::any_io_executor ex, server_options o)
-        : executor(std::move(ex))
-        , options(std::move(o))
-    {
-        policy.default_timeout = options.suspend_timeout;
-        policy.max_suspended = options.max_suspended;
-        policy.log = std::make_shared<const log_function>(options.log);
-        policy.shutdown_retry_after = options.shutdown_retry_after;
-        policy.streams = options.streams;
-    }
-
-    asio::any_io_executor executor; // the acceptor's strand
-    server_options options;
-    suspension_policy policy;
-    plinth::chain chain; // the server's interceptors, the router last
-
-    std::atomic<std::uint64_t> open_connections{0};
-    std::atomic<std::uint64_t> accepted{0};
-    std::atomic<std::uint64_t> requests{0};
-    std::atomic<std::uint64_t> refused{0};
-    std::atomic<std::uint64_t> rejected{0};
-    std::atomic<std::uint64_t> timeouts{0};
-
-    std::mutex mutex;           // guards what follows
-    connection* live = nullptr; // the open connections, linked through themselves
-    // Stop began. Written under `mutex`; atomic so that a connection deciding on keep-alive can
-    // read it without the lock, before its own request_stop() has reached its strand.
-    std::atomic<bool> stopping{false};
-    bool stopped = false; // ...and every connection is gone
-    std::vector<asio::any_completion_handler<void()>> stop_waiters;
-    std::optional<asio::steady_timer> grace; // on the acceptor's strand
-
-    void log(log_level level, std::string_view message) const noexcept
-    {
-        if (!options.log)
-            return;
-        try {
-            options.log(level, message);
-        }
-        catch (...) { // a broken log hook must not take a connection down
-        }
-    }
-
-    // -- shutdown --
-
-    // On the acceptor's strand, once: the grace starts; when it runs out, whatever still waits
-    // is answered 503.
-    void arm_grace(const asio::any_io_executor& strand, std::chrono::milliseconds d);
-
-    // After stop began and whenever a connection goes: completes the stop once none is left.
-    void check_stopped()
-    {
-        std::vector<asio::any_completion_handler<void()>> waiters;
-        {
-            std::lock_guard lock(mutex);
-            if (!stopping || stopped || open_connections.load() != 0)
-                return;
-            stopped = true;
-            waiters.swap(stop_waiters);
-        }
-        // One handler, on the acceptor's strand: the waiters are posted before the grace timer,
-        // which may be the io_context's last work, is cancelled. (This may run on a thread that
-        // is not the io_context's, while run() is about to return for lack of work.)
-        asio::post(executor, [self = shared_from_this(), waiters = std::move(waiters)]() mutable {
-            for (auto& w : waiters)
-                self->complete_stop_waiter(std::move(w));
-            if (self->grace) // no longer needed: it must not keep io_context::run busy
-                self->grace->cancel();
-            self->stop_sweeping();
-        });
-    }
-
-    // Like any Asio operation's: through the server's executor, then the waiter's own if it has one.
-    void complete_stop_waiter(asio::any_completion_handler<void()> w) { asio::post(executor, std::move(w)); }
-
-    // The connections open now (but not those being destroyed). Under `mutex`.
-    std::vector<std::shared_ptr<connection>> live_connections() const;
-
-    // -- connection deadlines --
-    //
-    // One timer for all the connections (on `executor`) rather than one each: a timer and its
-    // pending wait cost a connection over 300 B for as long as it lives, a suspended request's
-    // included. A connection publishes its deadline (connection::arm); the sweep wakes when the
-    // earliest one is due, scans the connections, and posts each one whose deadline passed to
-    // its strand. The scan is O(connections); wake-ups 5 ms apart or less are merged into one.
-
-    using clock = asio::steady_timer::clock_type;
-    static constexpr clock::rep no_deadline = std::numeric_limits<clock::rep>::max();
-    static constexpr clock::rep sweeping = std::numeric_limits<clock::rep>::min(); // see next_sweep
-    static constexpr clock::duration sweep_resolution = std::chrono::milliseconds(5);
-
-    // A connection's deadline is now `t`; it stored it before the call (seq_cst: see sweep).
-    void deadline_moved(clock::rep t)
-    {
-        auto at = next_sweep.load();
-        if (at == sweeping) { // the scan in progress may have passed this connection already
-            for (auto m = armed_while_sweeping.load(); t < m && !armed_while_sweeping.compare_exchange_weak(m, t);) {}
-            if ((at = next_sweep.load()) == sweeping)
-                return; // the sweep takes `t` into account after its scan
-        }
-        if (t < at && lower_next_sweep(t))
-            asio::post(executor, [self = shared_from_this()] { self->schedule_sweep(); });
-    }
-
-    void sweep(); // on `executor`, when the sweep timer fires
-
-    // On `executor`: (re)arms the sweep timer for `next_sweep`.
-    void schedule_sweep()
-    {
-        const auto at = next_sweep.load();
-        if (at == no_deadline || at == sweep_at)
-            return;
-        if (!sweeper)
-            sweeper.emplace(executor);
-        sweep_at = at;
-        sweeper->expires_at(clock::time_point(clock::duration(at))); // cancels an earlier wait
-        sweeper->async_wait([self = shared_from_this()](beast::error_code ec) {
-            if (!ec)
-                self->sweep();
-        });
-    }
-
-    // On `executor`, once every connection is gone: the sweep timer must not keep run() busy.
-    void stop_sweeping()
-    {
-        next_sweep.store(no_deadline);
-        sweep_at = no_deadline;
-        if (sweeper)
-            sweeper->cancel();
-    }
-
-    bool lower_next_sweep(clock::rep t)
-    {
-        for (auto at = next_sweep.load(); t < at;)
-            if (next_sweep.compare_exchange_weak(at, t))
-                return true;
-        return false;
-    }
-
-    // When the sweep timer fires next (no_deadline: it does not wait); `sweeping` while a scan is
-    // in progress, when a deadline published meanwhile goes to `armed_while_sweeping` instead.
-    std::atomic<clock::rep> next_sweep{no_deadline};
-    std::atomic<clock::rep> armed_while_sweeping{no_deadline};
-    std::optional<asio::steady_timer> sweeper; // on `executor`
-    clock::rep sweep_at = no_deadline;         // ...and what it waits for (on `executor`)
-};
-
-/// A one-line description of an exception, for the log only.
-inline std::string describe(const std::exception_ptr& e)
-{
-    try {
-        std::rethrow_exception(e);
-    }
-    catch (const std::exception& x) {
-        return x.what();
-    }
-    catch (...) {
-        return "a non-standard exception";
-    }
-}
 
 // The completion token of a connection's own reads and writes: errors as values, and no
 // cancellation slot. Deadlines and stops reach these through the socket (cancel, shutdown); the
@@ -287,7 +126,7 @@ inline asio::awaitable<void> refuse(std::shared_ptr<server_core> core, tcp_socke
     socket.close(ec);
 }
 
-class connection : public std::enable_shared_from_this<connection>, private response_sink {
+class connection final : public connection_base, private response_sink {
 public:
     /// A connection over `socket` whose handlers run on `strand`.
     connection(std::shared_ptr<server_core> core, tcp_socket socket, asio::any_io_executor strand)
@@ -299,7 +138,7 @@ public:
                   + 64 * 1024)
     {
         exchange_.executor = std::move(strand); // before the connection is shared: read without a lock
-        ++core_->open_connections;
+        core_->connections.opened();
     }
 
     connection(const connection&) = delete;
@@ -311,16 +150,9 @@ public:
             s->release();
         if (exchange_.stream) // likewise: no callback may run now
             exchange_.stream->finish(close_reason::server_stopping, false);
-        {
-            std::lock_guard lock(core_->mutex);
-            if (registered_) {
-                (live_prev_ ? live_prev_->live_next_ : core_->live) = live_next_;
-                if (live_next_)
-                    live_next_->live_prev_ = live_prev_;
-            }
-        }
-        --core_->open_connections;
-        core_->check_stopped();
+        core_->connections.erase(*this);
+        core_->deadlines.cancel(*this);
+        core_->connections.closed();
     }
 
     /// Registers with the server and starts the connection's coroutine on its strand.
@@ -337,24 +169,32 @@ public:
         }
         exchange_.owner = this;
         exchange_.policy = &core_->policy;
-        {
-            std::lock_guard lock(core_->mutex);
-            if (core_->stopping)
-                return; // the server stopped between accept and now: just close
-            live_next_ = std::exchange(core_->live, this);
-            if (live_next_)
-                live_next_->live_prev_ = this;
-            registered_ = true;
-        }
+        if (!core_->connections.insert(*this))
+            return; // the server stopped between accept and now: just close
         spawn();
     }
 
-    /// A shutdown began: an idle connection closes now, a busy one after its response (which
-    /// carries `Connection: close`). Thread-safe.
-    void request_stop()
+    /// The server's stop rose: see stop_gracefully and stop_now. Thread-safe.
+    void stop(stop_level level) override
     {
-        asio::post(strand(), [self = shared_from_this()] {
-            self->stopping_ = true;
+        if (level == stop_level::graceful)
+            stop_gracefully();
+        else
+            stop_now();
+    }
+
+    /// From the server's deadline sweep: the deadline passed. Thread-safe.
+    void deadline_passed() override
+    {
+        asio::post(strand(), [self = self()] { self->on_deadline(); });
+    }
+
+private:
+    // A shutdown began: an idle connection closes now, a busy one after its response (which
+    // carries `Connection: close`).
+    void stop_gracefully()
+    {
+        asio::post(strand(), [self = self()] {
             beast::error_code ignored;
             if (self->phase_ == phase::idle)
                 self->socket_.cancel(ignored);
@@ -365,13 +205,11 @@ public:
         });
     }
 
-    /// The shutdown's grace ran out: a suspended or waiting request is answered 503 with
-    /// Retry-After, a request still being read is dropped. Thread-safe.
+    // The shutdown's grace ran out: a suspended or waiting request is answered 503 with
+    // Retry-After, a request still being read is dropped.
     void stop_now()
     {
-        asio::post(strand(), [self = shared_from_this()] {
-            self->stopping_ = true;
-            self->hard_stop_ = true;
+        asio::post(strand(), [self = self()] {
             const auto retry_after = self->core_->options.shutdown_retry_after;
             bool resolved = false; // a suspension that already finished leaves the stage to cancel
             for (const auto& s : self->exchange_.suspensions)
@@ -398,7 +236,6 @@ public:
         });
     }
 
-private:
     // What the connection is doing, for its deadline and for a stop.
     enum class phase : unsigned char { idle, header, body, busy, write, stream };
 
@@ -410,12 +247,11 @@ private:
     {
         auto signal = std::make_shared<asio::cancellation_signal>();
         cancel_request_ = signal;
-        asio::co_spawn(
-            strand(), serve(),
-            asio::bind_cancellation_slot(signal->slot(), [signal, self = shared_from_this()](std::exception_ptr e) {
-                if (e)
-                    self->core_->log(log_level::error, "connection ended by an exception: " + describe(e));
-            }));
+        asio::co_spawn(strand(), serve(),
+                       asio::bind_cancellation_slot(signal->slot(), [signal, self = self()](std::exception_ptr e) {
+                           if (e)
+                               self->core_->log(log_level::error, "connection ended by an exception: " + describe(e));
+                       }));
     }
 
     // The walk reached a callback stage (a suspended handler): start it and let serve() end, so
@@ -433,9 +269,7 @@ private:
         // callback stage is a suspended handler's), which cancel_walk resolves directly. A slot
         // would cost two cancellation handlers (96 B) for each suspended request.
         try {
-            run_->start(ctx_, exactly_allocated([self = shared_from_this()](std::exception_ptr e) {
-                            self->unpark(std::move(e));
-                        }));
+            run_->start(ctx_, exactly_allocated([self = self()](std::exception_ptr e) { self->unpark(std::move(e)); }));
         }
         catch (...) { // bad_alloc: serve() goes on to answer 500, and is not parked
             cancel_request_ = std::move(signal);
@@ -491,7 +325,7 @@ private:
                 auto state = reader.parse(buffer_);
                 bool waited = false;
                 while (!reader.started()) {
-                    if (stopping_)
+                    if (stop_level_now() != stop_level::none)
                         co_return close();
                     if (!waited) // a new connection's header deadline runs from the accept
                         arm(phase::idle, first_ ? opt.header_timeout : opt.idle_timeout);
@@ -606,7 +440,7 @@ private:
             }
             if (http::token_list{res[http::field::connection]}.exists("close"))
                 keep_alive = false;
-            keep_alive = keep_alive && !stopping_ && !core_->stopping.load(std::memory_order_relaxed);
+            keep_alive = keep_alive && stop_level_now() == stop_level::none;
             ++core_->requests; // counted before the write, so a client that has its answer sees it
 
             if (opened) {
@@ -686,7 +520,9 @@ private:
     // stream once a stop began (what is left to write is its last chunk).
     bool cutting_short() const noexcept
     {
-        return hard_stop_ || (stopping_ && exchange_.stream && exchange_.stream->ends_on_stop);
+        const auto level = stop_level_now();
+        return level == stop_level::hard
+            || (level == stop_level::graceful && exchange_.stream && exchange_.stream->ends_on_stop);
     }
 
     std::chrono::milliseconds write_deadline() const
@@ -694,7 +530,7 @@ private:
         const auto d = core_->options.write_timeout;
         if (!cutting_short())
             return d;
-        const std::chrono::milliseconds cap{hard_stop_ ? 1000 : 250};
+        const std::chrono::milliseconds cap{stop_level_now() == stop_level::hard ? 1000 : 250};
         return d > d.zero() ? std::min(d, cap) : cap;
     }
 
@@ -740,50 +576,28 @@ private:
 
     // -- the connection's deadline --
     //
-    // A phase publishes its deadline in `expiry_`, which the server's sweep reads (see
-    // server_core::sweep): no timer of its own, and nothing but a clock read and an atomic store
-    // per phase. When the deadline passes, the sweep posts deadline_passed to this strand, the
-    // pending read or write is cancelled and `timed_out_` tells serve() why.
+    // A phase sets its deadline in the server's deadline queue: no timer of its own. When the
+    // deadline passes, the server's sweep calls deadline_passed, which posts on_deadline to this
+    // strand: the pending read or write is cancelled and `timed_out_` tells serve() why.
 
     void arm(phase p, std::chrono::milliseconds d)
     {
         phase_ = p;
         timed_out_ = false;
-        if (d <= d.zero())
-            expiry_.store(server_core::no_deadline, std::memory_order_relaxed); // the sweep skips it
-        else
-            set_expiry(server_core::clock::now() + d);
-    }
-
-    void set_expiry(server_core::clock::time_point t)
-    {
-        const auto r = t.time_since_epoch().count();
-        expiry_.store(r); // seq_cst, before deadline_moved reads the sweep's state
-        core_->deadline_moved(r);
-    }
-
-    // Marks a deadline the sweep found passed and posted (see on_deadline).
-    static constexpr server_core::clock::rep deadline_fired = server_core::sweeping + 1;
-
-    // From the sweep: this connection's deadline passed.
-    void deadline_passed()
-    {
-        asio::post(strand(), [self = shared_from_this()] { self->on_deadline(); });
+        core_->set_deadline(*this, d);
     }
 
     void on_deadline()
     {
-        const auto e = expiry_.load(std::memory_order_relaxed);
-        if (closed_ || e == server_core::no_deadline || server_core::clock::now().time_since_epoch().count() < e)
+        if (closed_ || !core_->deadlines.take_fired(*this))
             return; // a phase began meanwhile, with its own deadline (or none)
         if (phase_ == phase::write && watch_progress_ && !cutting_short()) {
             const auto unsent = unsent_bytes();
             if (unsent >= 0 && unsent < output_->unsent) { // a stream's client reads, slowly: not stuck
                 output_->unsent = unsent;
-                return set_expiry(server_core::clock::now() + write_deadline());
+                return core_->set_deadline(*this, write_deadline());
             }
         }
-        expiry_.store(server_core::no_deadline, std::memory_order_relaxed);
         timed_out_ = true;
         // Shut down as well as cancel: a read or write that completed just before this handler
         // ran would otherwise start its next step with no deadline. A read phase keeps the send
@@ -794,6 +608,11 @@ private:
                          ignored);
         socket_.cancel(ignored);
     }
+
+    // The stop's level now (the server's: it may rise while this strand runs).
+    stop_level stop_level_now() const noexcept { return core_->connections.level(); }
+
+    std::shared_ptr<connection> self() { return std::static_pointer_cast<connection>(shared_from_this()); }
 
     // Fires the completion callbacks of the request's suspensions, after the write.
     void finish_suspensions(bool disconnected, const std::exception_ptr& error)
@@ -816,7 +635,7 @@ private:
     // disconnection (see cancel_walk). Bytes that arrive meanwhile are a pipelined request, not
     // a disconnect: they stay in the buffer (up to max_read_ahead_bytes) for the next parse.
 
-    bool stopping() const noexcept override { return hard_stop_; }
+    bool stopping() const noexcept override { return stop_level_now() == stop_level::hard; }
 
     bool owns(const exchange& ex) const noexcept override { return &ex == &exchange_; }
 
@@ -841,7 +660,7 @@ private:
         // waiting request's client rarely sends more, and a parked request gives its empty buffer
         // back meanwhile (half a kilobyte for each of thousands of suspended requests; see park).
         watch_pending_ = true;
-        auto on_readable = [self = shared_from_this()](beast::error_code ec) {
+        auto on_readable = [self = self()](beast::error_code ec) {
             std::size_t n = 0;
             if (!ec)
                 n = self->read_available(ec);
@@ -958,7 +777,7 @@ private:
         // Bound to the strand even when single-threaded: one instantiation of async_write's
         // composed operation rather than two (compile time), for a write that rarely happens.
         asio::async_write(socket_, asio::buffer(output_->held.bytes()),
-                          asio::bind_executor(strand(), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                          asio::bind_executor(strand(), [self = self()](beast::error_code ec, std::size_t) {
                               self->flushing_ = false;
                               self->output_->held.clear();
                               if (ec)
@@ -1022,7 +841,7 @@ private:
         const bool chunked = version >= 11; // HTTP/1.0 has no chunks: the body ends with the connection
 
         ++core_->policy.stats.streams;
-        st->attach([weak = weak_from_this(), ws = std::weak_ptr<stream_state>(st)](bool abort) {
+        st->attach([weak = std::weak_ptr<connection>(self()), ws = std::weak_ptr<stream_state>(st)](bool abort) {
             if (auto self = weak.lock())
                 asio::post(self->strand(), [self, ws, abort] { self->on_stream_wake(ws, abort); });
         });
@@ -1056,7 +875,8 @@ private:
                 ok = false;
                 break;
             }
-            if (hard_stop_ || (stopping_ && st->ends_on_stop)) {
+            if (const auto level = stop_level_now();
+                level == stop_level::hard || (level == stop_level::graceful && st->ends_on_stop)) {
                 reason = close_reason::server_stopping;
                 end = true;
                 break;
@@ -1169,12 +989,13 @@ private:
     // Why a stream's write failed, logged as a response's would be.
     close_reason write_failure(const beast::error_code& ec, const stream_state& st)
     {
-        if (stopping_ && st.ends_on_stop && !hard_stop_) // the stop's short deadline
+        const auto level = stop_level_now();
+        if (level == stop_level::graceful && st.ends_on_stop) // the stop's short deadline
             return close_reason::server_stopping;
         if (timed_out_) {
             ++core_->timeouts;
             core_->log(log_level::info, "dropped a client that stopped reading its stream (write timeout)");
-            return hard_stop_ ? close_reason::server_stopping : close_reason::slow_client;
+            return level == stop_level::hard ? close_reason::server_stopping : close_reason::slow_client;
         }
         if (st.aborted())
             return fell_behind();
@@ -1234,7 +1055,7 @@ private:
     void close()
     {
         closed_ = true;
-        expiry_.store(server_core::no_deadline, std::memory_order_relaxed);
+        core_->deadlines.cancel(*this);
         beast::error_code ignored;
         socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
         socket_.close(ignored);
@@ -1242,7 +1063,6 @@ private:
 
     std::shared_ptr<server_core> core_;
     tcp_socket socket_;
-    std::atomic<server_core::clock::rep> expiry_{server_core::no_deadline}; // see arm()
     beast::flat_buffer buffer_;
     // What writing needs, made by the first response and given back while a request is parked
     // (see park): a suspended request carries a pointer for it rather than 80 B.
@@ -1265,102 +1085,28 @@ private:
     context ctx_;                            // ...and the context it walks
     std::exception_ptr parked_result_;       // how a parked stage ended; see park
     // The flags are bits, with the phase and the version in the same word: every connection,
-    // suspended ones included, carries them (16 B less than as bools). Bits sharing a byte must
-    // not be written from two threads: all are written on the strand (registered_ before the
-    // connection is published, and read again only by its destructor). hard_stop_ is a byte of
-    // its own (in what was padding), as stopping() may be read by a stage off the strand.
+    // suspended ones included, carries them. Bits sharing a byte must not be written from two
+    // threads: all are written on the strand.
     std::uint8_t version_ = 11; // of the request being handled (HTTP/x.y is 10x + y)
     phase phase_ = phase::header;
-    bool hard_stop_ = false;              // the shutdown's grace ran out
     bool head_only_ : 1 = false;          // ...a HEAD request
     bool keep_alive_ : 1 = false;         // ...which asked to keep the connection
     bool resuming_ : 1 = false;           // serve() goes on with a parked walk
     bool first_ : 1 = true;               // no request read yet
     bool flushing_ : 1 = false;           // start_flush is writing the held answers
     bool timed_out_ : 1 = false;          // the current phase's deadline passed
-    bool stopping_ : 1 = false;           // the server is stopping: finish the current request, then close
     bool shutdown_cancelled_ : 1 = false; // ...and cancelled what the request waited on
     bool watching_ : 1 = false;           // a request is waiting: read ahead to notice a disconnect
     bool watch_pending_ : 1 = false;      // a read-ahead is in flight
     bool disconnected_ : 1 = false;       // the client left while a request was waiting
     bool closed_ : 1 = false;
-    bool registered_ : 1 = false;
     bool watch_progress_ : 1 = false; // a stream's write: a shrinking kernel queue is progress
     // Why the connection cannot go on: held answers failed to go out (start_flush), or the client
     // left while a request waited (disconnected_). Either ends it, so one code serves both.
     beast::error_code failure_;
     exchange exchange_;
     std::shared_ptr<asio::cancellation_signal> cancel_request_; // cancels serve()'s current wait; see spawn
-    connection* live_prev_ = nullptr;                           // in server_core::live, under its mutex
-    connection* live_next_ = nullptr;
-    friend struct server_core;
 };
-
-inline void server_core::arm_grace(const asio::any_io_executor& strand, std::chrono::milliseconds d)
-{
-    {
-        std::lock_guard lock(mutex);
-        if (stopped)
-            return;
-        grace.emplace(strand, d);
-    }
-    grace->async_wait([self = shared_from_this()](beast::error_code ec) {
-        if (ec)
-            return; // every connection went before the grace ran out
-        std::vector<std::shared_ptr<connection>> open;
-        {
-            std::lock_guard lock(self->mutex);
-            open = self->live_connections();
-        }
-        for (const auto& c : open)
-            c->stop_now();
-    });
-}
-
-inline std::vector<std::shared_ptr<connection>> server_core::live_connections() const
-{
-    std::vector<std::shared_ptr<connection>> open;
-    for (auto* c = live; c; c = c->live_next_)
-        if (auto p = c->weak_from_this().lock()) // not when its destructor waits for the lock
-            open.push_back(std::move(p));
-    return open;
-}
-
-inline void server_core::sweep()
-{
-    sweep_at = no_deadline; // the timer fired: it waits for nothing now
-    // Published before the scan, which reads each deadline after this (both seq_cst): a
-    // deadline that the scan misses was published after, and its connection saw `sweeping`.
-    next_sweep.store(sweeping);
-    const auto now = clock::now().time_since_epoch().count();
-    const auto soonest = now + std::chrono::duration_cast<clock::duration>(sweep_resolution).count();
-    auto next = no_deadline;
-    // Weak references under the lock: a connection released here would take the lock itself.
-    std::vector<std::weak_ptr<connection>> due;
-    try {
-        std::lock_guard lock(mutex);
-        for (auto* c = live; c; c = c->live_next_) {
-            auto e = c->expiry_.load();
-            if (e > now)
-                next = std::min(next, e);
-            else if (e != connection::deadline_fired) {
-                due.push_back(c->weak_from_this()); // (before the mark: it may throw)
-                if (!c->expiry_.compare_exchange_strong(e, connection::deadline_fired))
-                    due.pop_back(); // it moved meanwhile
-            }
-        }
-    }
-    catch (const std::bad_alloc&) { // what was not marked is seen again at the next sweep, soon
-        next = soonest;
-    }
-    next_sweep.store(next == no_deadline ? next : std::max(next, soonest));
-    if (const auto late = armed_while_sweeping.exchange(no_deadline); late != no_deadline)
-        lower_next_sweep(std::max(late, soonest));
-    schedule_sweep();
-    for (const auto& w : due)
-        if (auto c = w.lock())
-            c->deadline_passed();
-}
 
 } // namespace plinth::detail
 
