@@ -196,7 +196,7 @@ private:
                 asio::co_spawn(ex, detail::refuse(core, std::move(socket)), asio::detached);
                 continue;
             }
-            std::make_shared<detail::connection>(core, std::move(socket), ex)->start();
+            std::make_shared<detail::connection<detail::tcp_socket>>(core, std::move(socket), ex)->start();
         }
     }
 

@@ -217,6 +217,11 @@ std::vector<row> requirements()
                "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
          {},
          [](const plinth::request& r) { CHECK(r.body() == "abcde"); }},
+        {"9112 7.1",
+         "MUST decode chunked: an empty body, the last chunk at once",
+         "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         {},
+         [](const plinth::request& r) { CHECK(r.body().empty()); }},
         {"9112 7.1.1",
          "MUST ignore unrecognized chunk extensions",
          "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n3;name=value\r\nabc\r\n0\r\n\r\n",
@@ -363,4 +368,23 @@ TEST_CASE("h1 reader: valid and invalid Host values (RFC 9110 7.2, RFC 3986 3.2.
     for (std::string_view bad : {"exa mple.com", "example.com/path", "user@example.com", "example.com:x", "[::1",
                                  "[::1]x", "a\"b", "%4", "%zz"})
         CHECK_FALSE(h1::valid_host(bad));
+}
+
+TEST_CASE("h1 reader: a chunked body cut anywhere, in pieces of any size, reads as in one piece", "[h1_reader]")
+{
+    // Beast 1.81 asserts when a last chunk is parsed again with fewer than five bytes ("0\r\n"
+    // alone, then one byte more): the fuzzer found it.
+    const std::string head = "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (std::string body : {"0\r\n\r\n", "0\r\nX-T: 1\r\n\r\n", "1\r\nx\r\n0\r\n\r\n", "0\r\nbad\r\n00\r\n\r\n",
+                             "0\r\n\r", "2;e=1\r\nab\r\n0;f\r\nY: 2\r\n\r\n"}) {
+        const auto whole = read(head + body);
+        for (std::size_t piece = 1; piece <= 8; ++piece) {
+            INFO("body '" << body << "' in pieces of " << piece);
+            const auto cut = read(head + body, piece);
+            CHECK(cut.state == whole.state);
+            CHECK(cut.status == whole.status);
+            if (whole.request && cut.request)
+                CHECK(cut.request->body() == whole.request->body());
+        }
+    }
 }

@@ -17,6 +17,7 @@
 #include <plinth/detail/h1/writer.hpp>
 #include <plinth/detail/http_date.hpp>
 #include <plinth/detail/server_core.hpp>
+#include <plinth/detail/transport.hpp>
 #include <plinth/server_options.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -26,10 +27,6 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#if defined(__linux__)
-#include <linux/sockios.h>
-#include <sys/ioctl.h>
-#endif
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -60,14 +57,6 @@
 
 namespace plinth::detail {
 
-class connection;
-
-/// A connection's socket. Its executor is the io_context's, not the connection's strand: an
-/// operation on it then keeps no executor of its own (an any_io_executor costs an operation
-/// 112 B, and the socket 48), and a handler that must run on the strand carries it (a
-/// coroutine's does; see connection::on_strand).
-using tcp_socket = asio::basic_stream_socket<asio::ip::tcp, asio::io_context::executor_type>;
-
 // The completion token of a connection's own reads and writes: errors as values, and no
 // cancellation slot. Deadlines and stops reach these through the socket (cancel, shutdown); the
 // coroutine's slot is for what a request waits on, and an operation tied to it costs an
@@ -84,28 +73,28 @@ using wire = std::array<asio::const_buffer, 3>;
 
 /// Closing a socket with unread bytes makes the kernel send a reset, which can destroy a
 /// response before the client reads it: stop sending, then drain for up to a second (nginx's
-/// lingering close). The caller closes the socket.
-inline asio::awaitable<void> linger(tcp_socket& socket)
+/// lingering close). The caller closes the stream.
+template <class Stream>
+asio::awaitable<void> linger(Stream& stream)
 {
+    using io = transport<Stream>;
+    io::shutdown(stream, asio::socket_base::shutdown_send);
     beast::error_code ec;
-    socket.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
-    if (ec)
-        co_return;
     // The timer's handler and this coroutine share the coroutine's strand; `done` tells a handler
-    // that expired just as the drain ended not to touch a socket that may be gone.
+    // that expired just as the drain ended not to touch a stream that may be gone.
     auto done = std::make_shared<bool>(false);
     asio::steady_timer limit{co_await asio::this_coro::executor, std::chrono::seconds(1)};
-    limit.async_wait([&socket, done](beast::error_code e) {
+    limit.async_wait([&stream, done](beast::error_code e) {
         if (!e && !*done) { // shut down too: a read that completed just before would start another
-            socket.shutdown(asio::ip::tcp::socket::shutdown_receive, e);
-            socket.cancel(e);
+            io::shutdown(stream, asio::socket_base::shutdown_receive);
+            io::cancel(stream);
         }
     });
     std::array<char, 4096> sink;
     std::size_t drained = 0;
     while (!ec && drained < 1024 * 1024) {
         std::size_t n = 0;
-        std::tie(ec, n) = co_await socket.async_read_some(asio::buffer(sink), unbound());
+        std::tie(ec, n) = co_await stream.async_read_some(asio::buffer(sink), unbound());
         drained += n;
     }
     *done = true;
@@ -113,25 +102,32 @@ inline asio::awaitable<void> linger(tcp_socket& socket)
 
 /// Answers a connection beyond `max_connections` 503 and closes it, at the cost of a socket and
 /// a coroutine for at most a second: the connections already accepted are not disturbed.
-inline asio::awaitable<void> refuse(std::shared_ptr<server_core> core, tcp_socket socket)
+template <class Stream>
+asio::awaitable<void> refuse(std::shared_ptr<server_core> core, Stream stream)
 {
     response res = h1::refusal(http::status::service_unavailable, core->options.server_name);
     res.set(http::field::retry_after, "1");
     std::string head;
     h1::serialize_head(head, res);
     const wire out{asio::buffer(head), asio::buffer(res.body()), {}};
-    auto [ec, n] = co_await asio::async_write(socket, out, unbound());
+    auto [ec, n] = co_await asio::async_write(stream, out, unbound());
     if (!ec)
-        co_await linger(socket);
-    socket.close(ec);
+        co_await linger(stream);
+    transport<Stream>::close(stream);
 }
 
+/// One HTTP/1.x connection over `Stream`, any stream with Asio's AsyncReadStream and
+/// AsyncWriteStream concepts (see transport). Its handlers run on its strand; the stream's
+/// executor is best the io_context's own, so that its operations keep no executor of their own.
+template <class Stream>
 class connection final : public connection_base, private response_sink {
+    using io = transport<Stream>;
+
 public:
-    /// A connection over `socket` whose handlers run on `strand`.
-    connection(std::shared_ptr<server_core> core, tcp_socket socket, asio::any_io_executor strand)
+    /// A connection over `stream` whose handlers run on `strand`.
+    connection(std::shared_ptr<server_core> core, Stream stream, asio::any_io_executor strand)
         : core_(std::move(core))
-        , socket_(std::move(socket))
+        , socket_(std::move(stream))
         // Bounded, so that what no parser limit covers (chunk extensions, trailers) cannot
         // grow it: Beast then fails the read with buffer_overflow, answered 400.
         , buffer_(std::max<std::size_t>(core_->options.max_header_bytes, core_->options.max_read_ahead_bytes)
@@ -158,13 +154,11 @@ public:
     /// Registers with the server and starts the connection's coroutine on its strand.
     void start()
     {
-        // Set up before the connection is published in `live`, where a stop may reach it.
+        // Set up before the connection is in the set, where a stop may reach it.
         beast::error_code ec;
-        // For read_available and write_at_once (which would block the thread without it);
-        // asynchronous operations do not mind.
-        socket_.non_blocking(true, ec);
+        io::open(socket_, ec);
         if (ec) {
-            core_->log(log_level::warning, "a connection could not be made non-blocking: " + ec.message());
+            core_->log(log_level::warning, "a connection could not be opened: " + ec.message());
             return; // closed with the connection
         }
         exchange_.owner = this;
@@ -195,9 +189,8 @@ private:
     void stop_gracefully()
     {
         asio::post(strand(), [self = self()] {
-            beast::error_code ignored;
             if (self->phase_ == phase::idle)
-                self->socket_.cancel(ignored);
+                io::cancel(self->socket_);
             else if (self->phase_ == phase::stream) // an event stream ends now, a body at the grace's end
                 self->nudge();
             else if (self->phase_ == phase::write && self->cutting_short()) // an event stream's write:
@@ -228,9 +221,8 @@ private:
                 self->nudge();
                 break;
             default: { // still reading a request: drop it
-                beast::error_code ignored;
-                self->socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-                self->socket_.cancel(ignored);
+                io::shutdown(self->socket_, asio::socket_base::shutdown_both);
+                io::cancel(self->socket_);
             }
             }
         });
@@ -260,7 +252,9 @@ private:
     {
         // serve() ends: nothing of it is left to cancel (and parked() says so from here on).
         auto signal = std::exchange(cancel_request_, nullptr);
-        if (buffer_.size() == 0) // the read-ahead needs no buffer until bytes come: give it back
+        // The read-ahead needs no buffer until bytes come (unless its stream reads into it): give
+        // it back.
+        if (buffer_.size() == 0 && (io::waits_without_buffer || !watch_pending_))
             buffer_.shrink_to_fit();
         ctx_.response.shrink_to_fit(); // no response yet, most likely: its storage goes too
         if (output_ && output_->held.empty() && !flushing_)
@@ -503,10 +497,8 @@ private:
     // for async_write.
     bool write_at_once(wire& out, beast::error_code& ec)
     {
-        std::size_t n = socket_.write_some(out, ec);
-        if (ec == asio::error::would_block || ec == asio::error::try_again)
-            ec = {};
-        else if (ec)
+        std::size_t n = io::write_now(socket_, out, ec);
+        if (ec)
             return true;
         for (auto& b : out) {
             const auto step = std::min(n, b.size());
@@ -602,11 +594,10 @@ private:
         // Shut down as well as cancel: a read or write that completed just before this handler
         // ran would otherwise start its next step with no deadline. A read phase keeps the send
         // side for its 408.
-        beast::error_code ignored;
-        socket_.shutdown(phase_ == phase::header || phase_ == phase::body ? asio::ip::tcp::socket::shutdown_receive
-                                                                          : asio::ip::tcp::socket::shutdown_both,
-                         ignored);
-        socket_.cancel(ignored);
+        io::shutdown(socket_,
+                     phase_ == phase::header || phase_ == phase::body ? asio::socket_base::shutdown_receive
+                                                                      : asio::socket_base::shutdown_both);
+        io::cancel(socket_);
     }
 
     // The stop's level now (the server's: it may rise while this strand runs).
@@ -656,23 +647,33 @@ private:
             watching_ = false; // bounded: stop reading until the response is written
             return;
         }
-        // Wait for bytes (or the end) without a buffer, and read them only once they are there: a
-        // waiting request's client rarely sends more, and a parked request gives its empty buffer
-        // back meanwhile (half a kilobyte for each of thousands of suspended requests; see park).
         watch_pending_ = true;
-        auto on_readable = [self = self()](beast::error_code ec) {
-            std::size_t n = 0;
-            if (!ec)
-                n = self->read_available(ec);
-            if (ec == asio::error::would_block || ec == asio::error::try_again)
-                ec = {}; // readable was stale: wait again
-            self->on_read_ahead(ec, n);
-        };
-        const auto wait = [this](auto h) { socket_.async_wait(asio::socket_base::wait_read, std::move(h)); };
-        if (parked()) // it may wait for minutes (an awaitable stage's rarely does)
-            on_strand(exactly_allocated(std::move(on_readable)), wait);
-        else
-            on_strand(std::move(on_readable), wait);
+        if constexpr (io::waits_without_buffer) {
+            // Wait for bytes (or the end) without a buffer, and read them only once they are
+            // there: a waiting request's client rarely sends more, and a parked request gives its
+            // empty buffer back meanwhile (see park).
+            auto on_readable = [self = self()](beast::error_code ec) {
+                std::size_t n = 0;
+                if (!ec)
+                    n = self->read_available(ec);
+                if (ec == asio::error::would_block || ec == asio::error::try_again)
+                    ec = {}; // readable was stale: wait again
+                self->on_read_ahead(ec, n);
+            };
+            const auto wait = [this](auto h) { io::async_wait_readable(socket_, std::move(h)); };
+            if (parked()) // it may wait for minutes (an awaitable stage's rarely does)
+                on_strand(exactly_allocated(std::move(on_readable)), wait);
+            else
+                on_strand(std::move(on_readable), wait);
+        }
+        else { // a stream that cannot wait without a buffer reads into it (see park)
+            auto on_read = [self = self()](beast::error_code ec, std::size_t n) { self->on_read_ahead(ec, n); };
+            const auto read = [this, limit](auto h) {
+                socket_.async_read_some(buffer_.prepare(std::min<std::size_t>(limit - buffer_.size(), 4096)),
+                                        std::move(h));
+            };
+            on_strand(std::move(on_read), read);
+        }
     }
 
     // Reads what the kernel holds for the connection, up to the read-ahead limit, without
@@ -680,11 +681,11 @@ private:
     // of the stream, which the read reports.
     std::size_t read_available(beast::error_code& ec)
     {
-        const std::size_t available = socket_.available(ec);
+        const std::size_t available = io::available(socket_, ec);
         if (ec)
             return 0;
         const std::size_t room = core_->options.max_read_ahead_bytes - buffer_.size();
-        return socket_.read_some(buffer_.prepare(std::clamp<std::size_t>(available, 1, room)), ec);
+        return io::read_now(socket_, buffer_.prepare(std::clamp<std::size_t>(available, 1, room)), ec);
     }
 
     void on_read_ahead(beast::error_code ec, std::size_t n)
@@ -709,10 +710,8 @@ private:
     void stop_watching()
     {
         watching_ = false;
-        if (watch_pending_) {
-            beast::error_code ignored;
-            socket_.cancel(ignored);
-        }
+        if (watch_pending_)
+            io::cancel(socket_);
     }
 
     // Wakes whatever serve() waits on in wait_for_nudge. Each waiter checks what it waits for
@@ -976,15 +975,7 @@ private:
     // Bytes the kernel still holds for the client (-1: unknown). Linux reports a full send
     // buffer writable again only once a third of it is free, which a slow reader may take longer
     // than write_timeout to make: a shrinking queue is the progress to look for.
-    std::int64_t unsent_bytes()
-    {
-#if defined(__linux__)
-        int n = 0;
-        if (::ioctl(socket_.native_handle(), SIOCOUTQ, &n) == 0)
-            return n;
-#endif
-        return -1;
-    }
+    std::int64_t unsent_bytes() { return io::unsent_bytes(socket_); }
 
     // Why a stream's write failed, logged as a response's would be.
     close_reason write_failure(const beast::error_code& ec, const stream_state& st)
@@ -1019,10 +1010,8 @@ private:
         if (!s || s != exchange_.stream)
             return; // that stream is over
         nudge();
-        if (abort) { // cut a write in progress short: the client is not reading
-            beast::error_code ignored;
-            socket_.cancel(ignored);
-        }
+        if (abort) // cut a write in progress short: the client is not reading
+            io::cancel(socket_);
     }
 
     void report(const chain_error& err) const
@@ -1056,13 +1045,12 @@ private:
     {
         closed_ = true;
         core_->deadlines.cancel(*this);
-        beast::error_code ignored;
-        socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-        socket_.close(ignored);
+        io::shutdown(socket_, asio::socket_base::shutdown_send);
+        io::close(socket_);
     }
 
     std::shared_ptr<server_core> core_;
-    tcp_socket socket_;
+    Stream socket_;
     beast::flat_buffer buffer_;
     // What writing needs, made by the first response and given back while a request is parked
     // (see park): a suspended request carries a pointer for it rather than 80 B.

@@ -317,7 +317,10 @@ public:
                 return read_state::header_ready;
             return read_state::message_ready;
         }
-        while (!parser_.is_done() && in.size() != 0) {
+        // Beast 1.81 asserts (and reads out of bounds without assertions) when a chunked body
+        // is parsed again with fewer than five bytes once its last chunk began: a chunked body
+        // always ends with at least five ("0\r\n\r\n"), so wait for them.
+        while (!parser_.is_done() && in.size() != 0 && (!parser_.chunked() || in.size() >= 5)) {
             beast::error_code ec;
             in.consume(parser_.put(in.data(), ec));
             if (ec == http::error::need_more)
