@@ -239,6 +239,16 @@ std::vector<row> requirements()
              CHECK(r.body() == "x");
          }},
         // RFC 9110 10.1.1: Expect
+        {"9112 7.1.2, 9110 6.5",
+         "a trailer field named as a header field is not merged into the header either",
+         "POST / HTTP/1.1\r\n" + host
+             + "Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nHost: evil\r\nX-Sum: 1\r\n\r\n",
+         {},
+         [](const plinth::request& r) {
+             CHECK(r.count(http::field::host) == 1);
+             CHECK(r[http::field::host] == "example.com");
+             CHECK(r[http::field::transfer_encoding] == "chunked");
+         }},
         {"9110 10.1.1", "an expectation other than 100-continue may be refused: 417",
          "GET / HTTP/1.1\r\n" + host + "Expect: tea\r\n\r\n", http::status::expectation_failed},
     };

@@ -17,7 +17,9 @@
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
+#include <boost/container/small_vector.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
@@ -312,7 +314,9 @@ public:
                               ec);
             if (auto status = check_header(parser_.get()); status || (status = normalize_target(parser_.get())))
                 return refuse(*status);
-            fields_ = static_cast<std::size_t>(std::distance(parser_.get().begin(), parser_.get().end()));
+            if (parser_.chunked()) // its trailer may add fields: remember which came first
+                for (const auto& f : parser_.get())
+                    header_fields_.push_back(&f);
             if (!parser_.is_done())
                 return read_state::header_ready;
             return read_state::message_ready;
@@ -331,11 +335,15 @@ public:
         }
         if (!parser_.is_done())
             return read_state::need_more;
-        // Beast adds a chunked body's trailer fields to the header; a trailer must not pass for a
-        // header that was checked (or that a proxy in front saw), so they go.
+        // Beast adds a chunked body's trailer fields to the header (a field whose name the header
+        // has goes next to it, not last); a trailer must not pass for a header that was checked
+        // (or that a proxy in front saw), so they go.
         auto& req = parser_.get();
-        for (auto it = std::next(req.begin(), static_cast<std::ptrdiff_t>(fields_)); it != req.end();)
-            it = req.erase(it);
+        for (auto it = req.begin(); !header_fields_.empty() && it != req.end();)
+            if (std::find(header_fields_.begin(), header_fields_.end(), &*it) != header_fields_.end())
+                ++it;
+            else
+                it = req.erase(it);
         return read_state::message_ready;
     }
 
@@ -370,7 +378,8 @@ private:
 
     http::request_parser<http::string_body> parser_;
     std::size_t header_limit_;
-    std::size_t fields_ = 0; // in the header, before any trailer
+    // A chunked request's header fields, before any trailer's.
+    boost::container::small_vector<const request::value_type*, 16> header_fields_;
     http::status status_ = http::status::bad_request;
     beast::error_code error_;
     bool started_ = false;
