@@ -239,9 +239,8 @@ void suspend_then(context& ctx, Setup setup, stage_handler done)
                    [done = std::move(done), e = std::current_exception()]() mutable { std::move(done)(std::move(e)); });
         return;
     }
-    // The waiter keeps a plain pointer: the exchange holds the suspension until the request's
-    // end (begin_suspension), and the waiter runs before that or not at all. 16 B less for each
-    // suspended request.
+    // The waiter keeps a plain pointer, not a shared one: the exchange holds the suspension until
+    // the request's end (begin_suspension), and the waiter runs before that or not at all.
     auto slot = asio::get_associated_cancellation_slot(done);
     auto* state_ptr = state.get();
     state_ptr->async_wait(asio::bind_cancellation_slot(

@@ -41,7 +41,7 @@ using response = http::response<http::string_body>;
 /// Where a context keeps its response: a `std::optional<response>` in what it offers (and
 /// convertible to and from one), except that the response lives on the heap. A context without a
 /// response (a request still in the chain, a suspended one above all) then carries a pointer
-/// instead of the response's 128 B. The storage, once made, is kept for the next response:
+/// instead of a whole response. The storage, once made, is kept for the next response:
 /// `reset`, `= std::nullopt` and assigning a response keep it (a server reuses it for each
 /// request of a connection), while assigning another `optional_response` (`= {}` included) takes
 /// that one's storage. So a reference to the response lasts until the next such assignment, and
@@ -168,6 +168,9 @@ private:
 
     std::unique_ptr<std::optional<response>> box_;
 };
+
+// A context carries one for every request, a suspended one included: a pointer, no more.
+static_assert(sizeof(optional_response) == sizeof(void*));
 
 /// An error that maps to an HTTP status. Its public message is what the client sees, so write it
 /// for the client; never put internals there.

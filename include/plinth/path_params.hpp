@@ -48,7 +48,7 @@ public:
 
 private:
     // Room for one parameter inline: every request (suspended ones included) carries this, and
-    // most routes have none or one (a second costs an allocation, 96 B).
+    // most routes have none or one (a second costs an allocation).
     boost::container::small_vector<std::pair<std::string_view, std::string>, 1> items_;
 };
 

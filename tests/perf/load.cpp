@@ -20,6 +20,10 @@
 //       reports how late each 503 came: arrival - send - T.
 //   plinth-perf-load waits --port P --n N [--target /wait?ms=1000]
 //       GET <target> with Connection: close on N connections at once; expects N 200s.
+//   plinth-perf-load hold --port P --n N --pid PID [--target /hello] [--head-only]
+//       GET <target> on N keep-alive connections, reads each answer (or, with --head-only, its
+//       head: an event stream's), then holds them all open and idle; reports the RSS of process
+//       PID (the server, or nginx's worker) per connection held, read from /proc.
 //   plinth-perf-load stalls [--seconds S]
 //       no server: reads the clock in a loop for S seconds (2) and reports the gaps over 20 µs,
 //       when this thread did not run (an interrupt, the hypervisor). Run on the server's CPU, it
@@ -43,6 +47,8 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+
+#include "rss.hpp"
 
 #include <netinet/in.h>
 #include <sys/resource.h>
@@ -83,7 +89,7 @@ constexpr int max_connect_attempts = 5;
 constexpr std::size_t buffer_limit = 8192; // the answers are a few hundred bytes
 constexpr std::size_t reported_errors = 5; // the first few, then only counted
 
-enum class mode { capacity, latency, timeouts, waits };
+enum class mode { capacity, latency, timeouts, waits, hold };
 
 struct options {
     mode what = mode::capacity;
@@ -96,6 +102,8 @@ struct options {
     std::size_t per_address = 5000;
     std::size_t connect_concurrency = 500;
     std::string dump; // a file for every connection's raw timings
+    std::string pid;  // hold: the process whose memory is measured
+    bool head_only = false; // hold: read the answer's head only (it is a stream)
 };
 
 std::int64_t now_ns()
@@ -238,7 +246,7 @@ public:
             target = "/park?timeout_ms=" + std::to_string(opt_.timeout_ms);
             expected_status_ = http::status::service_unavailable;
         }
-        else if (opt_.what == mode::waits)
+        else if (opt_.what == mode::waits || opt_.what == mode::hold)
             target = opt_.target;
         // One request text for every connection: nothing to serialize per request.
         request_ = "GET " + target + " HTTP/1.1\r\nHost: load\r\n";
@@ -259,6 +267,7 @@ public:
         case mode::latency: co_await run_park(); break;
         case mode::timeouts: co_await run_timeouts(); break;
         case mode::waits: co_await run_waits(); break;
+        case mode::hold: co_await run_hold(); break;
         }
         done_ = true;
         ticker_.cancel();
@@ -315,6 +324,14 @@ public:
             add("p0_ms=%.2f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f spread_ms=%.2f", lo, percentile(late, 0.5),
                 percentile(late, 0.99), hi, hi - lo);
             add("send_ms=%.1f", send_ms_);
+            break;
+        }
+        case mode::hold: {
+            add("mode=hold n=%zu target=%s", opt_.n, opt_.target.c_str());
+            add("rss_before_kib=%llu rss_held_kib=%llu", static_cast<unsigned long long>(rss_before_kib_),
+                static_cast<unsigned long long>(rss_held_kib_));
+            const auto grown = static_cast<double>(rss_held_kib_) - static_cast<double>(rss_before_kib_);
+            add("bytes_per_connection=%.0f", opt_.n ? grown * 1024 / static_cast<double>(opt_.n) : 0.0);
             break;
         }
         case mode::waits: {
@@ -424,6 +441,21 @@ private:
         co_await until([this] { return answered_ + failed_ == spawned_; });
     }
 
+    // hold: N answered connections held open and idle; the server's memory before and after.
+    asio::awaitable<void> run_hold()
+    {
+        rss_before_kib_ = rss_kib(opt_.pid);
+        if (rss_before_kib_ == 0)
+            co_return abort("no memory figure for process " + opt_.pid);
+        co_await open_all(true);
+        co_await until([this] { return answered_ + failed_ + connect_failed_ == opt_.n; });
+        connect_ms_ = ms_since(started_);
+        co_await sleep(1s); // what the answers freed settles
+        rss_held_kib_ = rss_kib(opt_.pid);
+        std::cerr << "plinth-perf-load: " << answered_ << " connections held, server rss " << rss_held_kib_
+                  << " KiB (was " << rss_before_kib_ << ")\n";
+    }
+
     // waits: everything at once, each request written as soon as its connection is up.
     asio::awaitable<void> run_waits()
     {
@@ -527,7 +559,11 @@ private:
         http::response_parser<http::string_body> parser;
         parser.header_limit(buffer_limit);
         parser.body_limit(buffer_limit);
-        auto [rec, rn] = co_await http::async_read(c.socket, buffer, parser, use_tuple);
+        error_code rec;
+        if (opt_.head_only)
+            std::tie(rec, std::ignore) = co_await http::async_read_header(c.socket, buffer, parser, use_tuple);
+        else
+            std::tie(rec, std::ignore) = co_await http::async_read(c.socket, buffer, parser, use_tuple);
         c.arrived_ns = now_ns();
         if (rec) {
             fail(i, "read", rec.message());
@@ -558,7 +594,7 @@ private:
         notify();
     }
 
-    void abort(std::string_view why)
+    void abort(const std::string& why)
     {
         std::cerr << "plinth-perf-load: " << why << "\n";
         aborted_ = true;
@@ -663,9 +699,9 @@ int measure_stalls(unsigned seconds)
 int usage(const char* message)
 {
     std::cerr << "plinth-perf-load: " << message << "\n"
-              << "usage: plinth-perf-load capacity|latency|timeouts|waits --port P --n N [--rate R]\n"
+              << "usage: plinth-perf-load capacity|latency|timeouts|waits|hold --port P --n N [--rate R]\n"
               << "       [--timeout-ms T] [--target /wait?ms=1000] [--timeout-s 120] [--per-address 5000]\n"
-              << "       [--connect-concurrency 500] [--dump FILE]\n"
+              << "       [--connect-concurrency 500] [--dump FILE] [--pid PID] [--head-only]\n"
               << "   or: plinth-perf-load stalls [--seconds 2]\n";
     return 2;
 }
@@ -694,16 +730,25 @@ int main(int argc, char** argv)
         opt.what = mode::timeouts;
     else if (what == "waits")
         opt.what = mode::waits;
+    else if (what == "hold") {
+        opt.what = mode::hold;
+        opt.target = "/hello";
+    }
     else
         return usage("unknown subcommand");
     for (int i = 2; i < argc; i += 2) {
         const std::string_view flag = argv[i];
+        if (flag == "--head-only") {
+            opt.head_only = true;
+            --i; // a flag without a value
+            continue;
+        }
         if (i + 1 >= argc)
             return usage("a flag without its value");
         const std::string_view value = argv[i + 1];
         auto unsigned_value = number<unsigned>(value);
-        if (flag == "--target" || flag == "--dump") {
-            (flag == "--target" ? opt.target : opt.dump) = value;
+        if (flag == "--target" || flag == "--dump" || flag == "--pid") {
+            (flag == "--target" ? opt.target : flag == "--dump" ? opt.dump : opt.pid) = value;
             continue;
         }
         if (!unsigned_value)
@@ -727,6 +772,8 @@ int main(int argc, char** argv)
     }
     if (opt.port == 0)
         return usage("--port is required");
+    if (opt.what == mode::hold && opt.pid.empty())
+        return usage("hold needs --pid");
     if (!opt.rate)
         opt.rate = opt.what == mode::timeouts ? 20000 : 0;
 

@@ -58,18 +58,23 @@ out.append(f"Measured on {date}, {machine}, by `tests/perf/run` (medians of "
 out.append("")
 
 servers = ["plinth", "nginx", "restinio", "beast"]
-names = {"plinth": "plinth", "nginx": "nginx (1 worker)", "restinio": "RESTinio", "beast": "minimal Beast"}
+names = {"plinth": "plinth", "nginx": "nginx (1 worker)", "restinio": "RESTinio", "beast": "minimal Beast",
+         "base": "plinth before (A/B)"}
+ab = rounds("hello_50", "base") > 0  # PLINTH_PERF_BASE was given
 scenarios = [("hello_50", "GET /hello, 50 connections"), ("hello_1000", "GET /hello, 1,000 connections"),
              ("pipelined_16", "GET /hello, 50 connections, pipelined depth 16")]
 out.append("### Throughput (requests/s; one server thread, wrk with one thread)")
 out.append("")
-out.append("| | " + " | ".join(names[s] for s in servers) + " | plinth / nginx | plinth / RESTinio | plinth / Beast |")
-out.append("|---|" + "---:|" * (len(servers) + 3))
+shown = servers + (["base"] if ab else [])
+peers = ["nginx", "restinio", "beast"] + (["base"] if ab else [])
+out.append("| | " + " | ".join(names[s] for s in shown) + " | plinth / nginx | plinth / RESTinio | plinth / Beast |"
+           + (" plinth / before |" if ab else ""))
+out.append("|---|" + "---:|" * (len(shown) + len(peers)))
 ratios = {}
 for bench, title in scenarios:
-    m = {s: median(bench, s, "rps") for s in servers}
-    row = [fmt(m[s]) for s in servers]
-    for peer in ["nginx", "restinio", "beast"]:
+    m = {s: median(bench, s, "rps") for s in shown}
+    row = [fmt(m[s]) for s in shown]
+    for peer in peers:
         r = m["plinth"] / m[peer] if m["plinth"] and m[peer] else None
         ratios[(bench, peer)] = r
         row.append(fmt(r, 2) + "x" if r else "n/a")
@@ -118,11 +123,30 @@ h = runs.get(("waits", "httplib"), [{}])[0]
 h_answered, h_elapsed = h.get("answered"), h.get("elapsed_ms")
 out.append(f"| the same against cpp-httplib, its default thread pool (one round, 15 s deadline) "
            f"| {fmt(h_answered)} of 1,000 answered in {fmt(h_elapsed)} ms | |")
-c_plinth, c_beast = median("compile", "plinth", "ms"), median("compile", "beast", "ms")
-c_ratio = c_plinth / c_beast if c_plinth and c_beast else None
-out.append(f"| compile time, `examples/hello` vs the minimal Beast server (g++ -O2) "
-           f"| {fmt(c_plinth)} ms vs {fmt(c_beast)} ms ({fmt(c_ratio, 2)}x) "
-           f"| {goal(c_ratio is not None and c_ratio <= 1.3, '<= 1.3x')} |")
+c_beast = median("compile", "beast", "ms")
+for what, title, target in (("plinth", "`examples/hello`", 1.3),
+                            ("routes_only", "a file of handlers and routes only (`tests/perf/routes_only.cpp`)", None),
+                            ("example", "the example server (`examples/server/main.cpp`)", None)):
+    c = median("compile", what, "ms")
+    c_ratio = c / c_beast if c and c_beast else None
+    g = goal(c_ratio is not None and c_ratio <= target, f"<= {target}x") if target else ""
+    out.append(f"| compile time, {title} vs the minimal Beast server (g++ -O2) "
+               f"| {fmt(c)} ms vs {fmt(c_beast)} ms ({fmt(c_ratio, 2)}x) | {g} |")
+out.append("")
+
+out.append("### Memory held (one server thread; server RSS growth, read from /proc)")
+out.append("")
+out.append("| | plinth | nginx (1 worker) | minimal Beast | goal |")
+out.append("|---|---:|---:|---:|---|")
+idle = {s: median("idle_10000", s, "bytes_per_connection") for s in ("plinth", "nginx", "beast")}
+out.append(f"| an idle keep-alive connection after one GET /hello, 10,000 held | {fmt(idle['plinth'])} B "
+           f"| {fmt(idle['nginx'])} B | {fmt(idle['beast'])} B "
+           f"| {goal(idle['plinth'] is not None and idle['plinth'] <= 600, '<= 600 B')} |")
+out.append(f"| a suspended request, 19,000 held | {fmt(p_per)} B | | {fmt(b_per)} B "
+           f"| {goal(p_per is not None and p_per <= 1536, '<= 1,536 B')} |")
+sse = median("sse_5000", "plinth", "bytes_per_connection")
+out.append(f"| an open event stream (the example server's `/events?interval_ms=100000`), 5,000 held | {fmt(sse)} B | | "
+           f"| {goal(sse is not None and sse <= 2048, '<= 2,048 B')} |")
 out.append("")
 
 out.append("### Throughput goals")

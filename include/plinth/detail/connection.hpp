@@ -258,10 +258,10 @@ private:
             buffer_.shrink_to_fit();
         ctx_.response.shrink_to_fit(); // no response yet, most likely: its storage goes too
         if (output_ && output_->held.empty() && !flushing_)
-            output_.reset(); // and what writing needs (with a long-poll's last head, ~300 B)
+            output_.reset(); // and what writing needs (a long-poll's last head among it)
         // No cancellation slot: the stage waits on a suspension of this request (the only
-        // callback stage is a suspended handler's), which cancel_walk resolves directly. A slot
-        // would cost two cancellation handlers (96 B) for each suspended request.
+        // callback stage is a suspended handler's), which cancel_walk resolves directly: a slot
+        // would cost two cancellation handlers for each suspended request.
         try {
             run_->start(ctx_, exactly_allocated([self = self()](std::exception_ptr e) { self->unpark(std::move(e)); }));
         }
@@ -1053,7 +1053,7 @@ private:
     Stream socket_;
     beast::flat_buffer buffer_;
     // What writing needs, made by the first response and given back while a request is parked
-    // (see park): a suspended request carries a pointer for it rather than 80 B.
+    // (see park): a suspended request carries a pointer for it.
     struct output_state {
         std::string head;      // the response head being written; see serialize_head
         h1::output_batch held; // answers held back while a pipelined batch is parsed; see deferrable

@@ -46,7 +46,7 @@ struct exact_allocator : std::allocator<T> {
 };
 
 /// A handler with exact_allocator as its associated allocator. Unlike `asio::bind_allocator`,
-/// whose empty allocator member still takes 8 B, the wrapper is the handler's size: each
+/// whose empty allocator member still takes room, the wrapper is the handler's size: each
 /// suspended request keeps three such handlers, and a few bytes decide which malloc bin holds
 /// them. The handler may have no associated executor or cancellation slot of its own (they
 /// would be hidden): the handlers wrapped here are lambdas.
@@ -88,6 +88,7 @@ auto exactly_allocated(Handler&& handler)
                   "exactly_allocated would hide the handler's executor");
     static_assert(std::is_same_v<boost::asio::associated_cancellation_slot_t<plain>, boost::asio::cancellation_slot>,
                   "exactly_allocated would hide the handler's cancellation slot");
+    static_assert(sizeof(exact_handler<plain>) == sizeof(plain), "the wrapper adds nothing to the handler");
     return exact_handler<plain>(std::forward<Handler>(handler));
 }
 

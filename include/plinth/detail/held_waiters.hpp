@@ -36,8 +36,8 @@ protected:
 
 private:
     friend class held_waiters;
-    // Linked when it is the list's head or has a predecessor (no flag: 8 B less for each of the
-    // thousands of suspensions that derive from this).
+    // Linked when it is the list's head or has a predecessor: no flag, as every suspension
+    // derives from this.
     held_waiter* prev_ = nullptr;
     held_waiter* next_ = nullptr;
 };

@@ -59,6 +59,9 @@ private:
     std::atomic<std::uint32_t> state_{unlocked};
 };
 
+// Every suspended request carries one.
+static_assert(sizeof(small_mutex) == sizeof(std::uint32_t));
+
 } // namespace plinth::detail
 
 #endif

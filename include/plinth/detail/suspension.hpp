@@ -62,8 +62,8 @@ struct disconnection {};
 /// callbacks, the waiter and the timer run on `*executor_` (the connection's strand), never
 /// under the lock.
 ///
-/// The executor and the log function are borrowed, not copied (56 B less for each suspended
-/// request): whoever makes a suspension keeps both alive until it is completed or released.
+/// The executor and the log function are borrowed, not copied (every suspended request would
+/// carry the copies): whoever makes a suspension keeps both alive until it is completed or released.
 /// A server's connection does (it releases its requests' suspensions before it goes); a
 /// standalone handle's state owns them (see owning_suspension).
 template <class Result>
@@ -304,7 +304,7 @@ private:
     template <class Handler>
     static auto wrap_waiter(Handler handler)
     {
-        if constexpr (is_slot_binder<Handler>::value) // its slot is served already: 8 B less to keep
+        if constexpr (is_slot_binder<Handler>::value) // its slot is served already: not kept
             return wrap_waiter(std::move(handler.get()));
         else if constexpr (std::is_same_v<asio::associated_executor_t<Handler, asio::system_executor>,
                                           asio::system_executor>)
@@ -402,9 +402,9 @@ private:
     }
 
     // What won, as kept until the waiter takes it. A result is boxed, so that a suspended request
-    // holds a pointer for it while it waits rather than sizeof(Result) (a response is 120 B); a
-    // cancellation is flattened into one of three 8-B alternatives (its own variant would make
-    // this 24 B, and boxing it would let a cancel fail for want of memory).
+    // holds a pointer for it while it waits rather than a whole Result; a cancellation is
+    // flattened into alternatives no larger than the pointer (its own variant would be larger, and
+    // boxing it would let a cancel fail for want of memory).
     struct cancelled {};
     struct cancelled_after {
         std::chrono::seconds seconds;
@@ -552,7 +552,7 @@ private:
         }
     }
 
-    mutable small_mutex mutex_; // 4 B rather than std::mutex's 40: see small_mutex
+    mutable small_mutex mutex_; // a word rather than std::mutex: see small_mutex
     bool done_ = false;
     bool cancelled_ = false;
     bool timed_out_ = false;
@@ -566,7 +566,7 @@ private:
         std::vector<std::function<void(std::exception_ptr)>> on_complete;
     };
     // Made by the first registration (under mutex_): most suspensions register none, and each
-    // suspended request would otherwise carry 80 B for them.
+    // suspended request would otherwise carry room for them.
     std::unique_ptr<callbacks> callbacks_;
     callbacks& registered()
     {
