@@ -336,13 +336,13 @@ private:
                     }
                     state = reader.parse(buffer_);
                 }
-                if (first_ && waited)
-                    phase_ = phase::header;
+                // Usually the whole header came with its first byte; when it did not, the rest has
+                // header_timeout from that byte (a new connection's, from the accept).
+                if (state == h1::read_state::need_more && !(first_ && waited))
+                    arm(phase::header, opt.header_timeout);
                 else
-                    arm(phase::header, opt.header_timeout); // from the request's first byte
+                    phase_ = phase::header;
                 first_ = false;
-
-                // Usually the whole header came with its first byte.
                 while (state == h1::read_state::need_more) {
                     if (auto failed = co_await read_more())
                         co_return co_await fail_read(failed);

@@ -11,6 +11,7 @@
 // per_timer_data), under a lock of its own. Setting, moving and cancelling a deadline cost
 // O(log n); nothing scans every object.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -42,6 +43,9 @@ public:
         time_point at_{};
         std::uint32_t index_ = not_queued;
         bool fired_ = false;
+        // Whether it is queued or fired: written under the lock, read without it by `cancel`, so
+        // that a phase without a deadline after one without costs no lock.
+        std::atomic<bool> pending_{false};
     };
 
     basic_deadline_queue() = default;
@@ -60,6 +64,7 @@ public:
             heap_.push_back(&h); // (may throw, before anything changed)
             h.index_ = static_cast<std::uint32_t>(heap_.size() - 1);
             h.at_ = t;
+            h.pending_.store(true, std::memory_order_relaxed);
             up(h.index_);
         }
         else {
@@ -73,12 +78,18 @@ public:
         return true;
     }
 
-    /// Takes `h`'s deadline away (whether it was queued, fired or neither).
+    /// Takes `h`'s deadline away (whether it was queued, fired or neither). Call it where `h`'s
+    /// deadlines are set (one thread at a time).
     void cancel(hook& h) noexcept
     {
+        // Only this caller makes `h` pending (set), and the lock makes it not pending: seen not
+        // pending here, it cannot be pending now.
+        if (!h.pending_.load(std::memory_order_acquire))
+            return;
         std::lock_guard lock(mutex_);
         h.fired_ = false;
         remove(h);
+        h.pending_.store(false, std::memory_order_release);
     }
 
     /// Takes out every deadline due at `now`, earliest first, marking each fired and calling
@@ -111,6 +122,7 @@ public:
     bool take_fired(hook& h) noexcept
     {
         std::lock_guard lock(mutex_);
+        h.pending_.store(h.index_ != hook::not_queued, std::memory_order_release);
         return std::exchange(h.fired_, false);
     }
 

@@ -20,6 +20,7 @@
 #include <boost/container/small_vector.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
@@ -51,44 +52,55 @@ inline bool client_went_away(const beast::error_code& ec)
         || ec == asio::error::operation_aborted;
 }
 
+// RFC 3986's unreserved and sub-delims characters: what a reg-name (and an IP literal, with ':')
+// is made of. A table, as every request's Host goes through it.
+inline constexpr auto host_chars = [] {
+    std::array<bool, 256> table{};
+    for (unsigned char c :
+         std::string_view("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;="))
+        table[c] = true;
+    return table;
+}();
+
 /// RFC 3986's host [":" port], the value a Host field may take (RFC 9110 7.2); empty is valid.
 inline bool valid_host(std::string_view host)
 {
-    const auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); };
-    const auto name_char = [](char c) { // unreserved or sub-delims
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-            || std::string_view("-._~!$&'()*+,;=").find(c) != std::string_view::npos;
+    const auto name_char = [](char c) { return host_chars[static_cast<unsigned char>(c)]; };
+    const auto digits = [](std::string_view s) {
+        for (char c : s)
+            if (c < '0' || c > '9')
+                return false;
+        return true;
     };
-    std::string_view name = host, port;
     if (host.starts_with('[')) { // an IP literal: IPv6 or IPvFuture, then an optional port
         const auto close = host.find(']');
         if (close == std::string_view::npos)
             return false;
-        name = host.substr(1, close - 1);
-        const auto after = host.substr(close + 1);
-        if (!after.empty() && !after.starts_with(':'))
-            return false;
-        port = after.empty() ? after : after.substr(1);
-        for (char c : name)
+        for (char c : host.substr(1, close - 1))
             if (!name_char(c) && c != ':')
                 return false;
+        const auto after = host.substr(close + 1);
+        return after.empty() || (after.starts_with(':') && digits(after.substr(1)));
     }
-    else {
-        if (const auto colon = host.find(':'); colon != std::string_view::npos) {
-            port = host.substr(colon + 1);
-            name = host.substr(0, colon);
-        }
-        for (std::size_t i = 0; i < name.size(); ++i) {
-            if (name[i] == '%' && i + 2 < name.size() && hex(name[i + 1]) && hex(name[i + 2]))
-                i += 2;
-            else if (!name_char(name[i]))
-                return false;
-        }
-    }
-    for (char c : port)
-        if (c < '0' || c > '9')
+    // The common case, a name of plain characters and a port, in one pass.
+    auto p = host.begin();
+    while (p != host.end() && name_char(*p))
+        ++p;
+    if (p == host.end())
+        return true;
+    if (*p == ':')
+        return digits(host.substr(static_cast<std::size_t>(p - host.begin()) + 1));
+    const auto colon = host.find(':');
+    const auto name = host.substr(0, colon);
+    const auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); };
+    for (std::size_t i = 0; i < name.size(); ++i) {
+        if (name_char(name[i]))
+            continue;
+        if (name[i] != '%' || i + 2 >= name.size() || !hex(name[i + 1]) || !hex(name[i + 2]))
             return false;
-    return true;
+        i += 2; // a percent-encoded octet
+    }
+    return colon == std::string_view::npos || digits(host.substr(colon + 1));
 }
 
 /// Rewrites an absolute-form target (`GET http://host/path HTTP/1.1`, RFC 9112 3.2.2) to origin
