@@ -398,3 +398,28 @@ TEST_CASE("h1 reader: a chunked body cut anywhere, in pieces of any size, reads 
         }
     }
 }
+
+TEST_CASE("h1 reader: the header limit holds for the request line and fields together, however the bytes arrive",
+          "[h1_reader]")
+{
+    // Beast 1.81 measures its limit from where each parse starts and consumes the lines it has
+    // parsed, so a header cut in two could pass a limit it failed whole; the fuzzer found it.
+    const h1::read_limits limits{.header_bytes = 256, .body_bytes = 4096};
+    const std::string line = "GET /" + std::string(100, 'a') + " HTTP/1.1\r\n";
+    const auto header = [&](std::size_t size) {
+        std::string h = line + "Host: t\r\nX: ";
+        h += std::string(size - h.size() - 4, 'x') + "\r\n\r\n";
+        return h;
+    };
+    for (std::size_t piece : {0, 1, 7, 120, 130, 200, 255, 256, 257}) {
+        INFO("in pieces of " << piece);
+        CHECK(read(header(256), piece, limits).state == h1::read_state::message_ready);
+        const auto over = read(header(257), piece, limits);
+        CHECK(over.state == h1::read_state::refused);
+        CHECK(over.status == http::status::request_header_fields_too_large);
+        const auto far_over = read(header(400), piece, limits);
+        CHECK(far_over.status == http::status::request_header_fields_too_large);
+        const auto long_line = read("GET /" + std::string(300, 'a') + " HTTP/1.1\r\nHost: t\r\n\r\n", piece, limits);
+        CHECK(long_line.status == http::status::uri_too_long);
+    }
+}

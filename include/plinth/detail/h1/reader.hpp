@@ -317,8 +317,17 @@ public:
                     return read_state::need_more;
                 started_ = true;
             }
+            // Beast measures its header limit from where each call starts, and it consumes the
+            // lines it has parsed: fed in pieces, a header could pass the limit whole. It sees
+            // only what is left of the limit, so the limit holds however the bytes arrive.
+            const auto room = header_limit_ - header_seen_;
+            const auto window = std::min<std::size_t>(in.size(), room);
             beast::error_code ec;
-            in.consume(parser_.put(in.data(), ec));
+            const auto used = parser_.put(asio::const_buffer(in.data().data(), window), ec);
+            in.consume(used);
+            header_seen_ += static_cast<std::uint32_t>(used);
+            if (ec == http::error::need_more && window == room)
+                ec = http::error::header_limit;
             if (ec == http::error::need_more)
                 return read_state::need_more;
             if (ec)
@@ -389,7 +398,8 @@ private:
     }
 
     http::request_parser<http::string_body> parser_;
-    std::size_t header_limit_;
+    std::uint32_t header_limit_;
+    std::uint32_t header_seen_ = 0; // header bytes the parser has consumed
     // A chunked request's header fields, before any trailer's.
     boost::container::small_vector<const request::value_type*, 16> header_fields_;
     http::status status_ = http::status::bad_request;
