@@ -6,7 +6,7 @@
 //
 // Limits (defaults in parentheses; see the README's table): --max-header-bytes (8192)
 // --max-body-bytes (1048576) --header-timeout-ms (10000) --body-timeout-ms (30000)
-// --idle-timeout-ms (60000) --write-timeout-ms (30000) --max-connections (10000)
+// --idle-timeout-ms (60000) --idle-release-ms (50) --write-timeout-ms (30000) --max-connections (10000)
 // --max-suspended (100000) --shutdown-grace-ms (5000); a timeout of 0 means none.
 //
 // On SIGINT or SIGTERM it stops gracefully (requests in flight get the grace to finish, then
@@ -90,6 +90,8 @@ flags parse_flags(int argc, char** argv)
             o.body_timeout = ms();
         else if (arg == "--idle-timeout-ms")
             o.idle_timeout = ms();
+        else if (arg == "--idle-release-ms")
+            o.idle_release = ms();
         else if (arg == "--write-timeout-ms")
             o.write_timeout = ms();
         else if (arg == "--max-connections")

@@ -24,6 +24,7 @@
 
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <forward_list>
 #include <functional>
@@ -147,7 +148,7 @@ public:
         switch (pending_stage_) {
         case stage::enter: return call_async(pending_->enter, ctx);
         case stage::leave: return call_async(pending_->leave, ctx);
-        default: return call_async(pending_->error, ctx, pending_error_);
+        default: return call_async(pending_->error, ctx, error_->exception);
         }
     }
 
@@ -161,7 +162,7 @@ public:
         switch (pending_stage_) {
         case stage::enter: return pending_->enter.callback_(ctx, std::move(handler));
         case stage::leave: return pending_->leave.callback_(ctx, std::move(handler));
-        default: return pending_->error.callback_(ctx, pending_error_, std::move(handler));
+        default: return pending_->error.callback_(ctx, error_->exception, std::move(handler));
         }
     }
 
@@ -271,20 +272,20 @@ private:
     // [head_, end) the queue while entering (while leaving, what lies past head_ is never
     // entered).
     detail::walk_list<interceptor_type> walk_;
-    std::size_t head_ = 0;
     std::forward_list<interceptor_type> owned_; // interceptors enqueued by value, at stable addresses
     std::unique_ptr<chain_error> error_;        // boxed: rare, and every request in flight carries the pointer
+    std::uint32_t head_ = 0;
 
     // Where the walk is: the next enter stage, the leave stage of the next interceptor on the
-    // stack, or the error stage of the one just left.
+    // stack, or the error stage of the one just left. (Beside head_: every request carries them.)
     enum class next_step : unsigned char { enter, leave, error_of_current };
     next_step next_ = next_step::enter;
     stage pending_stage_ = stage::enter; // which stage of `pending_`
     bool leaving_ = false;
     bool cancelled_ = false;
     const interceptor_type* current_ = nullptr; // popped off the stack, on the way out
-    const interceptor_type* pending_ = nullptr; // the asynchronous stage advance() stopped at...
-    std::exception_ptr pending_error_;          // ...and, for an error stage, its argument
+    const interceptor_type* pending_ = nullptr; // the asynchronous stage advance() stopped at (an error
+                                                // stage's argument is error_'s exception)
     chain_walk* outer_ = nullptr;               // a stage may run a nested chain over its context
 };
 
@@ -441,10 +442,9 @@ bool chain_walk<Context>::advance(Context& ctx)
                 observe(ctx, stage::error, i, observe_point::before);
                 pending_ = &i;
                 pending_stage_ = stage::error;
-                pending_error_ = error_->exception;
                 if (i.error.is_async())
                     return true;
-                complete(ctx, call_sync(i.error, ctx, pending_error_));
+                complete(ctx, call_sync(i.error, ctx, error_->exception));
             }
             continue;
         }
@@ -457,7 +457,6 @@ void chain_walk<Context>::complete(Context& ctx, std::exception_ptr thrown)
 {
     const auto& i = *pending_;
     pending_ = nullptr;
-    pending_error_ = nullptr;
     switch (pending_stage_) {
     case stage::enter:
         if (thrown) {

@@ -71,7 +71,7 @@ public:
     std::string_view param(std::string_view name) const { return exchange_->params.at(name); }
 
     /// The executor stages run on: the connection's strand.
-    const asio::any_io_executor& executor() const noexcept { return exchange_->executor; }
+    const asio::any_io_executor& executor() const noexcept { return *exchange_->executor; }
 
     /// Called by the chain before an asynchronous stage: from now on the connection watches for
     /// the client going away.
@@ -169,10 +169,10 @@ std::shared_ptr<suspension<response>> begin_suspension(context& ctx, Setup& setu
         // A server's connection releases its suspensions before it goes: they borrow its
         // strand and the server's log (see suspension).
         if (ex.owner && ex.owner->owns(ex))
-            state = std::make_shared<suspension<response>>(ex.executor, policy ? policy->log.get() : nullptr);
+            state = std::make_shared<suspension<response>>(*ex.executor, policy ? policy->log.get() : nullptr);
         else
             state =
-                state_of(policy ? async_response::make(ex.executor, policy->log) : async_response::make(ex.executor));
+                state_of(policy ? async_response::make(*ex.executor, policy->log) : async_response::make(*ex.executor));
         ex.suspensions.push_back(state);
     }
     catch (...) { // bad_alloc: not suspended after all

@@ -25,7 +25,7 @@ namespace plinth {
 namespace asio = boost::asio;
 
 /// The three stages of an interceptor.
-enum class stage { enter, leave, error };
+enum class stage : unsigned char { enter, leave, error };
 
 /// The stage's name, for logs and error reports.
 constexpr std::string_view to_string(stage s) noexcept

@@ -38,7 +38,7 @@ inline std::shared_ptr<stream_state> open_stream(context& ctx, response head, st
     if (ex.stream)
         throw std::logic_error("plinth: this request already opened a stream");
     const auto* policy = ex.policy;
-    auto state = std::make_shared<stream_state>(ex.executor,
+    auto state = std::make_shared<stream_state>(*ex.executor,
                                                 options      ? *options
                                                     : policy ? policy->streams
                                                              : stream_options{},

@@ -53,10 +53,14 @@ public:
     memory_stream connect(std::shared_ptr<fail_count> fc = nullptr, std::size_t capacity = 1 << 20)
     {
         auto [client, server] = memory_stream::pair(ioc_, std::move(fc), capacity);
-        std::make_shared<plinth::detail::connection<memory_stream>>(core_, std::move(server), ioc_.get_executor())
-            ->start();
+        auto c = std::make_shared<connection>(core_, std::move(server), ioc_.get_executor());
+        c->start();
+        last_ = c;
         return std::move(client);
     }
+
+    /// The connection `connect` opened last, while it lives.
+    std::shared_ptr<plinth::detail::connection<memory_stream>> last_connection() const { return last_.lock(); }
 
     /// Runs the io_context until `done()` holds (true) or `limit` passed (false).
     template <class Done>
@@ -79,7 +83,10 @@ public:
     void stop() { core_->stop(std::chrono::milliseconds(0), {}); }
 
 private:
+    using connection = plinth::detail::connection<memory_stream>;
+
     asio::io_context ioc_{1};
+    std::weak_ptr<connection> last_;
     std::shared_ptr<const plinth::router> router_;
     std::shared_ptr<plinth::detail::server_core> core_;
 };

@@ -198,6 +198,7 @@ private:
 
 // One request through the chain, and what the connection would do with the result.
 struct request_run {
+    asio::any_io_executor executor; // as a connection keeps its strand
     plinth::detail::exchange ex;
     std::optional<asio::strand<asio::io_context::executor_type>> strand; // the "connection's" strand
     std::promise<void> finished_promise;
@@ -244,7 +245,8 @@ public:
         if (prepare)
             prepare(run);
         run.ex.request = plinth::request{http::verb::get, "/suspended", 11};
-        run.ex.executor = strand;
+        run.executor = strand;
+        run.ex.executor = &run.executor;
         run.ex.policy = policy;
         ch.async_execute(strand, plinth::detail::make_context(run.ex),
                          [&run, strand](std::exception_ptr e, plinth::context c) {
@@ -467,8 +469,9 @@ TEST_CASE("async_response: a suspension borrows the strand of its connection's o
     using owning = plinth::detail::owning_suspension<plinth::response>;
     asio::io_context ioc;
     owner_of_one owner;
+    asio::any_io_executor executor = ioc.get_executor();
     plinth::detail::exchange ex;
-    ex.executor = ioc.get_executor();
+    ex.executor = &executor;
     ex.owner = &owner;
     owner.own = &ex;
     std::optional<async_response> kept;
@@ -1587,7 +1590,7 @@ TEST_CASE("async_response: on_complete fires exactly once, after the response, f
     // nothing, and nothing new is accepted.
     CHECK_FALSE(ar->on_complete([&](std::exception_ptr) { calls.push_back("late"); }));
     std::promise<void> again;
-    asio::post(run.ex.executor, [&] {
+    asio::post(*run.ex.executor, [&] {
         plinth::detail::state_of(*ar)->complete(nullptr);
         plinth::detail::state_of(*ar)->disconnected(nullptr);
         again.set_value();

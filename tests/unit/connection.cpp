@@ -207,20 +207,33 @@ namespace {
 // a parked request is held), then leaves. The connection must end, and every suspension it
 // opened complete; without a failure, every answer comes. Returns the operations the transport
 // counted.
+// With `pause`, the client sends the first `pause` bytes, reads one answer and waits until
+// the connection gave its request state back (idle_release) before sending the rest.
 std::size_t run_scenario(const std::string& name, const std::string& request, std::size_t answers,
-                         std::optional<std::size_t> fail_at)
+                         std::optional<std::size_t> fail_at, std::size_t pause = 0)
 {
     seen s;
     plinth::server_options options;
     options.log = nullptr;
     options.shutdown_grace = 0ms;
+    options.idle_release = pause ? 1ms : 60s;
     memory_server srv{routes(s), options};
     auto fc = std::make_shared<fail_count>(fail_at.value_or(std::numeric_limits<std::size_t>::max()));
     INFO(name << ", failing at operation " << (fail_at ? std::to_string(*fail_at) : "none"));
     {
         auto client = srv.connect(fc, 64);
-        client.write(request);
         std::string got;
+        if (pause) {
+            client.write(std::string_view(request).substr(0, pause));
+            auto c = srv.last_connection();
+            CHECK(srv.run_until([&] {
+                got += client.read_all();
+                return (responses(got).size() == 1 && !c->warm()) || client.at_end() || srv.connections() == 0;
+            }));
+            if (!fail_at)
+                CHECK_FALSE(c->warm());
+        }
+        client.write(std::string_view(request).substr(pause));
         const bool answered = srv.run_until([&] {
             got += client.read_all();
             return responses(got).size() >= answers || !s.held.empty() || client.at_end() || srv.connections() == 0;
@@ -249,6 +262,7 @@ TEST_CASE("connection over memory: a failure injected into any operation of the 
         std::string name;
         std::string request;
         std::size_t answers;
+        std::size_t pause = 0; // see run_scenario
     };
     const std::string get = "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n";
     const std::vector<scenario> scenarios{
@@ -265,12 +279,107 @@ TEST_CASE("connection over memory: a failure injected into any operation of the 
         {"a pipelined batch",
          get + "GET /await HTTP/1.1\r\nHost: t\r\n\r\nGET /suspend HTTP/1.1\r\nHost: t\r\n\r\n" + get, 4},
         {"a bad request", "GET /hello HTTP/1.1\r\nHost: a b\r\n\r\n", 1},
+        {"a keep-alive pair with an idle pause", get + get, 2, get.size()},
     };
     for (const auto& sc : scenarios) {
-        const auto operations = run_scenario(sc.name, sc.request, sc.answers, std::nullopt);
+        const auto operations = run_scenario(sc.name, sc.request, sc.answers, std::nullopt, sc.pause);
         UNSCOPED_INFO(sc.name << ": " << operations << " operations");
         CHECK(operations > 0);
         for (std::size_t n = 0; n < operations; ++n)
-            run_scenario(sc.name, sc.request, sc.answers, n);
+            run_scenario(sc.name, sc.request, sc.answers, n, sc.pause);
     }
+}
+
+// -- a connection idle past idle_release --
+
+namespace {
+
+plinth::server_options cooling_options()
+{
+    plinth::server_options o;
+    o.idle_release = 2ms;
+    o.idle_timeout = 10s;
+    return o;
+}
+
+// Sends GET /hello on `client` and runs `srv` until its answer came.
+void hello(memory_server& srv, memory_stream& client)
+{
+    client.write("GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    const auto got = responses(read_responses(srv, client, 1));
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].body() == "Hello");
+}
+
+} // namespace
+
+TEST_CASE("connection over memory: a keep-alive connection idle past idle_release gives its request state back, "
+          "then serves the next request",
+          "[connection][idle]")
+{
+    seen s;
+    memory_server srv{routes(s), cooling_options()};
+    auto client = srv.connect();
+    auto c = srv.last_connection();
+    for (int round = 0; round < 3; ++round) {
+        hello(srv, client);
+        CHECK(srv.run_until([&] { return !c->warm(); }));
+    }
+    client.write("GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    CHECK(responses(read_responses(srv, client, 2)).size() == 2); // pipelined into a cold connection
+}
+
+TEST_CASE("connection over memory: a connection keeps its request state while a request is under way",
+          "[connection][idle]")
+{
+    seen s;
+    memory_server srv{routes(s), cooling_options()};
+    auto client = srv.connect();
+    auto c = srv.last_connection();
+    hello(srv, client);
+    client.write("GET /hello HTTP/1.1\r\n"); // part of a header: its deadline runs, not idle_release
+    CHECK_FALSE(srv.run_until([&] { return !c->warm(); }, 50ms));
+    client.write("GET /park HTTP/1.1\r\nHost: t\r\n\r\n"); // not a header: 400 ...
+    client.write("Host: t\r\n\r\n");
+    CHECK(responses(read_responses(srv, client, 1)).size() == 1);
+    auto parked = srv.connect(); // ... and a parked request
+    auto p = srv.last_connection();
+    parked.write("GET /park HTTP/1.1\r\nHost: t\r\n\r\n");
+    REQUIRE(srv.run_until([&] { return s.held.size() == 1; }));
+    CHECK_FALSE(srv.run_until([&] { return !p->warm(); }, 50ms));
+    s.held[0].resume(plinth::text("late"));
+    CHECK(responses(read_responses(srv, parked, 1)).size() == 1);
+    CHECK(srv.run_until([&] { return !p->warm(); }));
+}
+
+TEST_CASE("connection over memory: a cold connection closes at its idle timeout, at a stop, and when the client leaves",
+          "[connection][idle]")
+{
+    seen s;
+    auto options = cooling_options();
+    options.idle_timeout = 30ms;
+    memory_server srv{routes(s), options};
+    {
+        auto client = srv.connect();
+        auto c = srv.last_connection();
+        hello(srv, client);
+        REQUIRE(srv.run_until([&] { return !c->warm(); }));
+        c.reset(); // (a connection counts until it is gone)
+        CHECK(srv.run_until([&] { return client.at_end() && srv.connections() == 0; }));
+    }
+    options.idle_timeout = 10s;
+    memory_server other{routes(s), options};
+    auto leaving = other.connect();
+    auto l = other.last_connection();
+    hello(other, leaving);
+    auto staying = other.connect();
+    auto st = other.last_connection();
+    hello(other, staying);
+    REQUIRE(other.run_until([&] { return !l->warm() && !st->warm(); }));
+    l.reset();
+    st.reset();
+    leaving.close();
+    CHECK(other.run_until([&] { return other.connections() == 1; }));
+    other.stop();
+    CHECK(other.run_until([&] { return staying.at_end() && other.connections() == 0; }));
 }

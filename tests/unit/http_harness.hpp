@@ -20,13 +20,14 @@ namespace plinth_test {
 /// One request run through a plinth::chain on an io_context.
 struct harness {
     boost::asio::io_context ioc;
+    boost::asio::any_io_executor executor = ioc.get_executor(); // as a connection keeps its strand
     plinth::detail::exchange ex;
 
     harness(boost::beast::http::verb method, std::string_view target, std::string body = {})
     {
         ex.request = plinth::request{method, target, 11};
         ex.request.body() = std::move(body);
-        ex.executor = ioc.get_executor();
+        ex.executor = &executor;
     }
 
     plinth::context context() { return plinth::detail::make_context(ex); }

@@ -152,12 +152,14 @@ struct log_capture {
 
 // A request's exchange on an io_context, as a connection would set it up (no server policy).
 struct exchange_on {
+    asio::any_io_executor executor; // as a connection keeps its strand
     plinth::detail::exchange ex;
 
     explicit exchange_on(asio::io_context& ioc, std::string_view target = "/stream")
+        : executor(ioc.get_executor())
     {
         ex.request = plinth::request{http::verb::get, target, 11};
-        ex.executor = ioc.get_executor();
+        ex.executor = &executor;
     }
 
     plinth::context context() { return plinth::detail::make_context(ex); }

@@ -128,12 +128,8 @@ public:
     connection(std::shared_ptr<server_core> core, Stream stream, asio::any_io_executor strand)
         : core_(std::move(core))
         , socket_(std::move(stream))
-        // Bounded, so that what no parser limit covers (chunk extensions, trailers) cannot
-        // grow it: Beast then fails the read with buffer_overflow, answered 400.
-        , buffer_(std::max<std::size_t>(core_->options.max_header_bytes, core_->options.max_read_ahead_bytes)
-                  + 64 * 1024)
+        , strand_(std::move(strand))
     {
-        exchange_.executor = std::move(strand); // before the connection is shared: read without a lock
         core_->connections.opened();
     }
 
@@ -142,10 +138,12 @@ public:
 
     ~connection()
     {
-        for (const auto& s : exchange_.suspensions) // only when the io_context is torn down mid-request
-            s->release();
-        if (exchange_.stream) // likewise: no callback may run now
-            exchange_.stream->finish(close_reason::server_stopping, false);
+        if (st_) {
+            for (const auto& s : st_->ex.suspensions) // only when the io_context is torn down mid-request
+                s->release();
+            if (st_->ex.stream) // likewise: no callback may run now
+                st_->ex.stream->finish(close_reason::server_stopping, false);
+        }
         core_->connections.erase(*this);
         core_->deadlines.cancel(*this);
         core_->connections.closed();
@@ -161,8 +159,7 @@ public:
             core_->log(log_level::warning, "a connection could not be opened: " + ec.message());
             return; // closed with the connection
         }
-        exchange_.owner = this;
-        exchange_.policy = &core_->policy;
+        warm_up();
         if (!core_->connections.insert(*this))
             return; // the server stopped between accept and now: just close
         spawn();
@@ -183,13 +180,17 @@ public:
         asio::post(strand(), [self = self()] { self->on_deadline(); });
     }
 
+    /// Whether it holds what serving requests takes: false while it idles past idle_release.
+    /// Call on its strand.
+    bool warm() const noexcept { return st_ != nullptr; }
+
 private:
     // A shutdown began: an idle connection closes now, a busy one after its response (which
     // carries `Connection: close`).
     void stop_gracefully()
     {
         asio::post(strand(), [self = self()] {
-            if (self->phase_ == phase::idle)
+            if (self->phase_ == phase::idle || self->phase_ == phase::warm)
                 io::cancel(self->socket_);
             else if (self->phase_ == phase::stream) // an event stream ends now, a body at the grace's end
                 self->nudge();
@@ -205,8 +206,9 @@ private:
         asio::post(strand(), [self = self()] {
             const auto retry_after = self->core_->options.shutdown_retry_after;
             bool resolved = false; // a suspension that already finished leaves the stage to cancel
-            for (const auto& s : self->exchange_.suspensions)
-                resolved = s->resolve(cancellation{retry_after}, true) || resolved;
+            if (self->st_)
+                for (const auto& s : self->st_->ex.suspensions)
+                    resolved = s->resolve(cancellation{retry_after}, true) || resolved;
             if (resolved)
                 return;
             switch (self->phase_) {
@@ -228,8 +230,69 @@ private:
         });
     }
 
-    // What the connection is doing, for its deadline and for a stop.
-    enum class phase : unsigned char { idle, header, body, busy, write, stream };
+    // What the connection is doing, for its deadline and for a stop. `warm`: idle between
+    // requests, with what serving needs still at hand; `idle`: the same, without (see cool_down,
+    // and server_options::idle_release).
+    enum class phase : unsigned char { idle, warm, header, body, busy, write, stream };
+
+    // Whether the connection may give back its request state now: nothing of a request is left.
+    bool may_cool_down() const noexcept
+    {
+        return io::waits_without_buffer && st_->buffer.size() == 0 && !watch_pending_ && !flushing_
+            && st_->ex.suspensions.empty() && !st_->ex.stream && (!st_->output || st_->output->held.empty());
+    }
+
+    // From serve(), which ends right after: the connection idled `idle_release` between requests.
+    // What serving requests needs goes (the buffer, the exchange, the walk, what writing needs),
+    // and the connection waits for bytes without a buffer or a coroutine frame, as a suspended
+    // request does; the rest of the idle timeout still runs.
+    void cool_down()
+    {
+        const auto idle = core_->options.idle_timeout;
+        const auto warm = core_->options.idle_release;
+        arm(phase::idle, idle > idle.zero() ? std::max(idle - warm, std::chrono::milliseconds(1)) : idle);
+        // The wait first: its operation, which stays, is not then carved out of the memory the
+        // request state gives back (that would keep the pages it spans from being reused whole).
+        on_strand(exactly_allocated([self = self()](beast::error_code ec) { self->on_bytes_while_idle(ec); }),
+                  [this](auto h) {
+                      if constexpr (io::waits_without_buffer)
+                          io::async_wait_readable(socket_, std::move(h));
+                  });
+        st_.reset();
+    }
+
+    // Bytes came to an idle connection (or its end, or its deadline, or a stop).
+    void on_bytes_while_idle(beast::error_code ec)
+    {
+        if (timed_out_ || ec || stop_level_now() != stop_level::none) {
+            if (timed_out_)
+                ++core_->timeouts; // nothing was sent: nothing to answer
+            else if (ec && !h1::client_went_away(ec))
+                core_->log(log_level::warning, "read failed: " + ec.message());
+            return close();
+        }
+        try {
+            warm_up();
+            spawn(); // serve() reads what came
+        }
+        catch (...) { // bad_alloc: this runs inside io_context::run, which must not see it
+            core_->log(log_level::error, "an idle connection could not go on: " + describe(std::current_exception()));
+            close();
+        }
+    }
+
+    // Makes what serving requests needs (the buffer is bounded, so that what no parser limit
+    // covers, chunk extensions and trailers, cannot grow it: Beast then fails the read with
+    // buffer_overflow, answered 400).
+    void warm_up()
+    {
+        const auto& o = core_->options;
+        st_ = std::make_unique<request_state>(std::max<std::size_t>(o.max_header_bytes, o.max_read_ahead_bytes)
+                                              + 64 * 1024);
+        st_->ex.executor = &strand_;
+        st_->ex.owner = this;
+        st_->ex.policy = &core_->policy;
+    }
 
     // Starts serve() on the strand: when the connection opens, and when a parked walk goes on.
     // Each run gets a signal of its own, through which a disconnect (or the end of a shutdown's
@@ -238,7 +301,7 @@ private:
     void spawn()
     {
         auto signal = std::make_shared<asio::cancellation_signal>();
-        cancel_request_ = signal;
+        st_->cancel_request = signal;
         asio::co_spawn(strand(), serve(),
                        asio::bind_cancellation_slot(signal->slot(), [signal, self = self()](std::exception_ptr e) {
                            if (e)
@@ -251,32 +314,33 @@ private:
     void park()
     {
         // serve() ends: nothing of it is left to cancel (and parked() says so from here on).
-        auto signal = std::exchange(cancel_request_, nullptr);
+        auto signal = std::exchange(st_->cancel_request, nullptr);
         // The read-ahead needs no buffer until bytes come (unless its stream reads into it): give
         // it back.
-        if (buffer_.size() == 0 && (io::waits_without_buffer || !watch_pending_))
-            buffer_.shrink_to_fit();
-        ctx_.response.shrink_to_fit(); // no response yet, most likely: its storage goes too
-        if (output_ && output_->held.empty() && !flushing_)
-            output_.reset(); // and what writing needs (a long-poll's last head among it)
+        if (st_->buffer.size() == 0 && (io::waits_without_buffer || !watch_pending_))
+            st_->buffer.shrink_to_fit();
+        st_->ctx.response.shrink_to_fit(); // no response yet, most likely: its storage goes too
+        if (st_->output && st_->output->held.empty() && !flushing_)
+            st_->output.reset(); // and what writing needs (a long-poll's last head among it)
         // No cancellation slot: the stage waits on a suspension of this request (the only
         // callback stage is a suspended handler's), which cancel_walk resolves directly: a slot
         // would cost two cancellation handlers for each suspended request.
         try {
-            run_->start(ctx_, exactly_allocated([self = self()](std::exception_ptr e) { self->unpark(std::move(e)); }));
+            st_->run->start(st_->ctx,
+                            exactly_allocated([self = self()](std::exception_ptr e) { self->unpark(std::move(e)); }));
         }
         catch (...) { // bad_alloc: serve() goes on to answer 500, and is not parked
-            cancel_request_ = std::move(signal);
+            st_->cancel_request = std::move(signal);
             throw;
         }
     }
 
     // A callback stage runs and serve() does not (see park).
-    bool parked() const noexcept { return !cancel_request_; }
+    bool parked() const noexcept { return !st_->cancel_request; }
 
     void unpark(std::exception_ptr e)
     {
-        parked_result_ = std::move(e);
+        st_->parked_result = std::move(e);
         resuming_ = true;
         try {
             spawn();
@@ -292,12 +356,12 @@ private:
     // no later enter stage starts.
     void cancel_walk()
     {
-        if (run_)
-            run_->cancel();
+        if (st_->run)
+            st_->run->cancel();
         if (!parked())
-            cancel_request_->emit(asio::cancellation_type::terminal); // an awaitable stage in serve()
+            st_->cancel_request->emit(asio::cancellation_type::terminal); // an awaitable stage in serve()
         else // a parked stage: its suspension ends as a disconnection (if nothing else won)
-            for (const auto& s : exchange_.suspensions)
+            for (const auto& s : st_->ex.suspensions)
                 s->resolve(disconnection{});
     }
 
@@ -316,17 +380,33 @@ private:
                 h1::request_reader reader{{opt.max_header_bytes, opt.max_body_bytes}};
 
                 // The first byte: a kept-alive connection may idle, a new one must send its header.
-                auto state = reader.parse(buffer_);
+                auto state = reader.parse(st_->buffer);
                 bool waited = false;
                 while (!reader.started()) {
                     if (stop_level_now() != stop_level::none)
                         co_return close();
-                    if (!waited) // a new connection's header deadline runs from the accept
-                        arm(phase::idle, first_ ? opt.header_timeout : opt.idle_timeout);
+                    if (!waited) { // a new connection's header deadline runs from the accept
+                        if (first_)
+                            arm(phase::idle, opt.header_timeout);
+                        else if (opt.idle_release > opt.idle_release.zero() && may_cool_down()
+                                 && (opt.idle_timeout <= opt.idle_timeout.zero()
+                                     || opt.idle_timeout > opt.idle_release))
+                            arm(phase::warm, opt.idle_release);
+                        else
+                            arm(phase::idle, opt.idle_timeout);
+                    }
                     waited = true;
-                    auto [ec, n] =
-                        co_await socket_.async_read_some(buffer_.prepare(beast::read_size(buffer_, 65536)), unbound());
-                    buffer_.commit(n);
+                    auto [ec, n] = co_await socket_.async_read_some(
+                        st_->buffer.prepare(beast::read_size(st_->buffer, 65536)), unbound());
+                    st_->buffer.commit(n);
+                    if (phase_ == phase::warm && cooling_) { // idle for idle_release: wait without a frame
+                        cooling_ = false;
+                        if (n == 0) {
+                            auto signal = std::move(st_->cancel_request); // (its completion handler has one)
+                            co_return cool_down();
+                        }
+                        arm(phase::idle, opt.idle_timeout); // bytes came just then: stay
+                    }
                     if (ec || timed_out_) {
                         if (timed_out_)
                             ++core_->timeouts; // nothing (but empty lines) was sent: nothing to answer
@@ -334,7 +414,7 @@ private:
                             core_->log(log_level::warning, "read failed: " + ec.message());
                         co_return close();
                     }
-                    state = reader.parse(buffer_);
+                    state = reader.parse(st_->buffer);
                 }
                 // Usually the whole header came with its first byte; when it did not, the rest has
                 // header_timeout from that byte (a new connection's, from the accept).
@@ -346,7 +426,7 @@ private:
                 while (state == h1::read_state::need_more) {
                     if (auto failed = co_await read_more())
                         co_return co_await fail_read(failed);
-                    state = reader.parse(buffer_);
+                    state = reader.parse(st_->buffer);
                 }
                 if (state == h1::read_state::header_ready) {
                     if (!co_await flush_deferred()) // the body may need reads: nothing may wait behind them
@@ -358,7 +438,7 @@ private:
                         if (ec)
                             co_return co_await fail_read(ec);
                     }
-                    while ((state = reader.parse(buffer_)) == h1::read_state::need_more)
+                    while ((state = reader.parse(st_->buffer)) == h1::read_state::need_more)
                         if (auto failed = co_await read_more())
                             co_return co_await fail_read(failed);
                 }
@@ -369,15 +449,15 @@ private:
                                    + (reader.error() ? " (" + reader.error().message() + ")" : std::string()));
                     co_return co_await reject(reader.status());
                 }
-                exchange_.request = reader.release();
+                st_->ex.request = reader.release();
                 arm(phase::busy, {}); // no timeout while the request is handled, suspended or streamed
-                exchange_.params.clear();
-                version_ = static_cast<std::uint8_t>(exchange_.request.version()); // (check_header: HTTP/1.x)
-                head_only_ = exchange_.request.method() == http::verb::head;
-                keep_alive_ = exchange_.request.keep_alive();
-                auto storage = std::move(ctx_.response); // the last response's, empty: reused
-                ctx_ = make_context(exchange_);
-                ctx_.response = std::move(storage);
+                st_->ex.params.clear();
+                version_ = static_cast<std::uint8_t>(st_->ex.request.version()); // (check_header: HTTP/1.x)
+                head_only_ = st_->ex.request.method() == http::verb::head;
+                keep_alive_ = st_->ex.request.keep_alive();
+                auto storage = std::move(st_->ctx.response); // the last response's, empty: reused
+                st_->ctx = make_context(st_->ex);
+                st_->ctx.response = std::move(storage);
                 shutdown_cancelled_ = false; // per request (a cancelled one closes anyway)
             }
 
@@ -387,30 +467,30 @@ private:
             bool failed_walk = true; // until the walk ends; a throw here is bad_alloc and the like
             try {
                 if (resumed) // the parked stage ended
-                    run_->complete(ctx_, std::exchange(parked_result_, nullptr));
+                    st_->run->complete(st_->ctx, std::exchange(st_->parked_result, nullptr));
                 else
-                    run_.emplace(core_->chain).begin(ctx_);
-                bool more = run_->advance(ctx_);
-                for (auto& run = *run_; more; more = run.advance(ctx_)) {
+                    st_->run.emplace(core_->chain).begin(st_->ctx);
+                bool more = st_->run->advance(st_->ctx);
+                for (auto& run = *st_->run; more; more = run.advance(st_->ctx)) {
                     if (run.pending_is_callback()) {
                         park();
                         co_return;
                     }
-                    auto thrown = co_await run.step(ctx_);
-                    run.complete(ctx_, std::move(thrown));
+                    auto thrown = co_await run.step(st_->ctx);
+                    run.complete(st_->ctx, std::move(thrown));
                 }
-                run_->end(ctx_);
-                run_.reset(); // what stages enqueued by value goes with the request
+                st_->run->end(st_->ctx);
+                st_->run.reset(); // what stages enqueued by value goes with the request
                 failed_walk = false;
             }
-            catch (...) { // stage errors are in ctx_, not thrown
+            catch (...) { // stage errors are in st_->ctx, not thrown
                 core_->log(log_level::error, "request failed outside any stage: " + describe(std::current_exception()));
             }
 
             std::exception_ptr unhandled;
             bool failed = failed_walk;
-            response res = failed_walk ? error_response(nullptr) : outcome(ctx_, unhandled, failed);
-            ctx_.response.reset();
+            response res = failed_walk ? error_response(nullptr) : outcome(st_->ctx, unhandled, failed);
+            st_->ctx.response.reset();
             bool keep_alive = keep_alive_;
             if (flushing_) { // held answers started out when the request went asynchronous
                 // Before stop_watching, whose socket cancel would cancel this write too; and
@@ -419,9 +499,9 @@ private:
                 while (flushing_)
                     co_await wait_for_nudge();
             }
-            // The stream this request opened, if any, stays in exchange_.stream while it is
+            // The stream this request opened, if any, stays in st_->ex.stream while it is
             // written (write_stream), and goes before the next request.
-            auto& opened = exchange_.stream;
+            auto& opened = st_->ex.stream;
             if (opened && (failed || disconnected_)) { // the stream never began
                 opened->finish(disconnected_ ? close_reason::client_gone : close_reason::failed);
                 opened.reset();
@@ -458,7 +538,7 @@ private:
             write_head(res, version_, keep_alive);
             const std::string_view body = head_only_ ? std::string_view() : std::string_view(res.body());
             if (deferrable(keep_alive, body.size())) {
-                output_->held.hold(output_->head, body);
+                st_->output->held.hold(st_->output->head, body);
                 continue; // no suspension: nothing waits for the write
             }
 
@@ -467,13 +547,13 @@ private:
                 ec = failure_;
             else {
                 // What earlier pipelined requests deferred, then this response, in one write.
-                wire out{asio::buffer(output_->held.bytes()), asio::buffer(output_->head), asio::buffer(body)};
+                wire out{asio::buffer(st_->output->held.bytes()), asio::buffer(st_->output->head), asio::buffer(body)};
                 if (!write_at_once(out, ec)) {
                     arm(phase::write, write_deadline());
                     std::size_t n = 0;
                     std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
                 }
-                output_->held.clear();
+                st_->output->held.clear();
             }
             if (ec) {
                 if (timed_out_) {
@@ -514,7 +594,7 @@ private:
     {
         const auto level = stop_level_now();
         return level == stop_level::hard
-            || (level == stop_level::graceful && exchange_.stream && exchange_.stream->ends_on_stop);
+            || (level == stop_level::graceful && st_->ex.stream && st_->ex.stream->ends_on_stop);
     }
 
     std::chrono::milliseconds write_deadline() const
@@ -530,11 +610,11 @@ private:
     // that is full, with a chunk extension or a trailer too long for it, is buffer_overflow).
     asio::awaitable<beast::error_code> read_more()
     {
-        const auto room = beast::read_size(buffer_, 65536);
+        const auto room = beast::read_size(st_->buffer, 65536);
         if (room == 0)
             co_return beast::error_code(http::error::buffer_overflow);
-        auto [ec, n] = co_await socket_.async_read_some(buffer_.prepare(room), unbound());
-        buffer_.commit(n);
+        auto [ec, n] = co_await socket_.async_read_some(st_->buffer.prepare(room), unbound());
+        st_->buffer.commit(n);
         co_return ec;
     }
 
@@ -582,11 +662,16 @@ private:
     void on_deadline()
     {
         if (closed_ || !core_->deadlines.take_fired(*this))
-            return; // a phase began meanwhile, with its own deadline (or none)
+            return;                  // a phase began meanwhile, with its own deadline (or none)
+        if (phase_ == phase::warm) { // idle long enough to give back what serving needs
+            cooling_ = true;
+            io::cancel(socket_);
+            return;
+        }
         if (phase_ == phase::write && watch_progress_ && !cutting_short()) {
             const auto unsent = unsent_bytes();
-            if (unsent >= 0 && unsent < output_->unsent) { // a stream's client reads, slowly: not stuck
-                output_->unsent = unsent;
+            if (unsent >= 0 && unsent < st_->output->unsent) { // a stream's client reads, slowly: not stuck
+                st_->output->unsent = unsent;
                 return core_->set_deadline(*this, write_deadline());
             }
         }
@@ -608,14 +693,14 @@ private:
     // Fires the completion callbacks of the request's suspensions, after the write.
     void finish_suspensions(bool disconnected, const std::exception_ptr& error)
     {
-        for (const auto& s : exchange_.suspensions) {
+        for (const auto& s : st_->ex.suspensions) {
             if (disconnected)
                 s->disconnected(error);
             else
                 s->complete(error);
             ++core_->policy.stats.completed;
         }
-        exchange_.suspensions.clear();
+        st_->ex.suspensions.clear();
     }
 
     // -- disconnect detection while a request waits --
@@ -628,7 +713,7 @@ private:
 
     bool stopping() const noexcept override { return stop_level_now() == stop_level::hard; }
 
-    bool owns(const exchange& ex) const noexcept override { return &ex == &exchange_; }
+    bool owns(const exchange& ex) const noexcept override { return st_ && &ex == &st_->ex; }
 
     void watch_for_disconnect() override
     {
@@ -643,7 +728,7 @@ private:
     void read_ahead()
     {
         const std::size_t limit = core_->options.max_read_ahead_bytes;
-        if (buffer_.size() >= limit) {
+        if (st_->buffer.size() >= limit) {
             watching_ = false; // bounded: stop reading until the response is written
             return;
         }
@@ -669,7 +754,7 @@ private:
         else { // a stream that cannot wait without a buffer reads into it (see park)
             auto on_read = [self = self()](beast::error_code ec, std::size_t n) { self->on_read_ahead(ec, n); };
             const auto read = [this, limit](auto h) {
-                socket_.async_read_some(buffer_.prepare(std::min<std::size_t>(limit - buffer_.size(), 4096)),
+                socket_.async_read_some(st_->buffer.prepare(std::min<std::size_t>(limit - st_->buffer.size(), 4096)),
                                         std::move(h));
             };
             on_strand(std::move(on_read), read);
@@ -684,14 +769,14 @@ private:
         const std::size_t available = io::available(socket_, ec);
         if (ec)
             return 0;
-        const std::size_t room = core_->options.max_read_ahead_bytes - buffer_.size();
-        return io::read_now(socket_, buffer_.prepare(std::clamp<std::size_t>(available, 1, room)), ec);
+        const std::size_t room = core_->options.max_read_ahead_bytes - st_->buffer.size();
+        return io::read_now(socket_, st_->buffer.prepare(std::clamp<std::size_t>(available, 1, room)), ec);
     }
 
     void on_read_ahead(beast::error_code ec, std::size_t n)
     {
         watch_pending_ = false;
-        buffer_.commit(n);
+        st_->buffer.commit(n);
         nudge(); // serve() may be waiting for this read to finish
         if (!watching_)
             return; // stopped: the request already has its response
@@ -718,8 +803,8 @@ private:
     // before and after waiting, so a nudge meant for another (or for nobody) is harmless.
     void nudge()
     {
-        if (output_ && output_->nudge)
-            output_->nudge->cancel();
+        if (st_ && st_->output && st_->output->nudge)
+            st_->output->nudge->cancel();
     }
 
     asio::awaitable<std::tuple<beast::error_code>> wait_for_nudge(
@@ -745,11 +830,11 @@ private:
     // buffer alone, and nothing (a suspension's on_complete, a read-ahead) waits for this write.
     bool deferrable(bool keep_alive, std::size_t body_size)
     {
-        if (!keep_alive || !exchange_.suspensions.empty() || watch_pending_ || flushing_ || failure_)
+        if (!keep_alive || !st_->ex.suspensions.empty() || watch_pending_ || flushing_ || failure_)
             return false;
-        if (!output_->held.fits(output_->head.size() + body_size)) // (write_head made the head)
+        if (!st_->output->held.fits(st_->output->head.size() + body_size)) // (write_head made the head)
             return false;
-        return h1::holds_header({static_cast<const char*>(buffer_.data().data()), buffer_.size()});
+        return h1::holds_header({static_cast<const char*>(st_->buffer.data().data()), st_->buffer.size()});
     }
 
     // Starts `initiate(handler)`, an operation on socket_ (whose executor is the io_context's),
@@ -765,20 +850,20 @@ private:
 
     // The connection's strand (the io_context's executor when single-threaded): where serve(),
     // the handlers of its operations and the callbacks of its requests run.
-    const asio::any_io_executor& strand() const noexcept { return exchange_.executor; }
+    const asio::any_io_executor& strand() const noexcept { return strand_; }
 
     // Starts writing the held answers; on the strand, while the chain waits.
     void start_flush()
     {
-        if (!output_ || output_->held.empty() || flushing_)
+        if (!st_->output || st_->output->held.empty() || flushing_)
             return;
-        flushing_ = true; // (which keeps output_: see park)
+        flushing_ = true; // (which keeps st_->output: see park)
         // Bound to the strand even when single-threaded: one instantiation of async_write's
         // composed operation rather than two (compile time), for a write that rarely happens.
-        asio::async_write(socket_, asio::buffer(output_->held.bytes()),
+        asio::async_write(socket_, asio::buffer(st_->output->held.bytes()),
                           asio::bind_executor(strand(), [self = self()](beast::error_code ec, std::size_t) {
                               self->flushing_ = false;
-                              self->output_->held.clear();
+                              self->st_->output->held.clear();
                               if (ec)
                                   self->failure_ = ec;
                               self->nudge(); // serve() may be waiting for this write
@@ -788,7 +873,7 @@ private:
     // Writes the held answers now; false when that failed.
     asio::awaitable<bool> flush_deferred()
     {
-        if (!flushing_ && (!output_ || output_->held.empty()))
+        if (!flushing_ && (!st_->output || st_->output->held.empty()))
             co_return !failure_;
         arm(phase::write, write_deadline()); // a client that does not read is not waited for
         while (flushing_)
@@ -836,7 +921,7 @@ private:
     asio::awaitable<bool> write_stream(response& head, unsigned version, bool head_only, bool& keep_alive)
     {
         using clock = asio::steady_timer::clock_type;
-        const auto st = exchange_.stream;
+        const auto st = st_->ex.stream;
         const bool chunked = version >= 11; // HTTP/1.0 has no chunks: the body ends with the connection
 
         ++core_->policy.stats.streams;
@@ -938,7 +1023,7 @@ private:
             }
         }
         arm(phase::busy, {});
-        exchange_.stream.reset();
+        st_->ex.stream.reset();
         stop_watching();
         --core_->policy.stats.streams;
         st->finish(reason); // on_close runs here, on the strand
@@ -966,7 +1051,7 @@ private:
                 buffers[first] += n;
             if (!cutting_short())
                 arm(phase::write, write_deadline());
-            output_->unsent = unsent_bytes();
+            st_->output->unsent = unsent_bytes();
         }
         watch_progress_ = false;
         co_return beast::error_code{};
@@ -1007,7 +1092,7 @@ private:
     void on_stream_wake(const std::weak_ptr<stream_state>& ws, bool abort)
     {
         auto s = ws.lock();
-        if (!s || s != exchange_.stream)
+        if (!s || !st_ || s != st_->ex.stream)
             return; // that stream is over
         nudge();
         if (abort) // cut a write in progress short: the client is not reading
@@ -1029,7 +1114,7 @@ private:
         }
         catch (...) {
         }
-        const auto& req = exchange_.request;
+        const auto& req = st_->ex.request;
         core_->log(level,
                    std::string(req.method_string()) + " " + std::string(req.target()) + ": "
                        + std::string(to_string(err.stage)) + " stage of '" + err.interceptor
@@ -1051,7 +1136,7 @@ private:
 
     std::shared_ptr<server_core> core_;
     Stream socket_;
-    beast::flat_buffer buffer_;
+    const asio::any_io_executor strand_; // see strand()
     // What writing needs, made by the first response and given back while a request is parked
     // (see park): a suspended request carries a pointer for it.
     struct output_state {
@@ -1062,16 +1147,28 @@ private:
         std::unique_ptr<asio::steady_timer> nudge;
         std::int64_t unsent = -1; // a stream's write (watch_progress_): the kernel's queue then
     };
-    std::unique_ptr<output_state> output_;
+    // What a connection needs while it serves requests: made when bytes come, given back once it
+    // idled for a while (see warm_up and cool_down), so that an idle connection holds little.
+    struct request_state {
+        explicit request_state(std::size_t buffer_limit)
+            : buffer(buffer_limit)
+        {
+        }
+        beast::flat_buffer buffer;
+        std::unique_ptr<output_state> output;
+        std::optional<chain_walk<context>> run;                    // the request's walk through the chain; see serve
+        context ctx;                                               // ...and the context it walks
+        std::exception_ptr parked_result;                          // how a parked stage ended; see park
+        exchange ex;                                               // the request being served
+        std::shared_ptr<asio::cancellation_signal> cancel_request; // cancels serve()'s current wait; see spawn
+    };
+    std::unique_ptr<request_state> st_;
     output_state& output()
     {
-        if (!output_)
-            output_ = std::make_unique<output_state>();
-        return *output_;
+        if (!st_->output)
+            st_->output = std::make_unique<output_state>();
+        return *st_->output;
     }
-    std::optional<chain_walk<context>> run_; // the request's walk through the chain; see serve
-    context ctx_;                            // ...and the context it walks
-    std::exception_ptr parked_result_;       // how a parked stage ended; see park
     // The flags are bits, with the phase and the version in the same word: every connection,
     // suspended ones included, carries them. Bits sharing a byte must not be written from two
     // threads: all are written on the strand.
@@ -1088,12 +1185,11 @@ private:
     bool watch_pending_ : 1 = false;      // a read-ahead is in flight
     bool disconnected_ : 1 = false;       // the client left while a request was waiting
     bool closed_ : 1 = false;
+    bool cooling_ : 1 = false;        // the warm phase's deadline passed: give the request state back
     bool watch_progress_ : 1 = false; // a stream's write: a shrinking kernel queue is progress
     // Why the connection cannot go on: held answers failed to go out (start_flush), or the client
     // left while a request waited (disconnected_). Either ends it, so one code serves both.
     beast::error_code failure_;
-    exchange exchange_;
-    std::shared_ptr<asio::cancellation_signal> cancel_request_; // cancels serve()'s current wait; see spawn
 };
 
 } // namespace plinth::detail

@@ -74,7 +74,8 @@ protected:
 struct exchange {
     plinth::request request;
     path_params params;
-    asio::any_io_executor executor; ///< the connection's strand
+    /// The connection's strand, which outlives the exchange (the connection keeps it).
+    const asio::any_io_executor* executor = nullptr;
 
     /// The suspensions of this request, completed by the connection after the write.
     boost::container::small_vector<std::shared_ptr<suspension<response>>, 1> suspensions;

@@ -14,11 +14,13 @@
 #include <plinth/detail/connection_set.hpp>
 #include <plinth/detail/deadline_queue.hpp>
 #include <plinth/detail/exchange.hpp>
+#include <plinth/detail/handler_slot.hpp>
 #include <plinth/log.hpp>
 #include <plinth/server_options.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -176,10 +178,11 @@ private:
             sweeper_.emplace(executor);
         sweep_at_ = at;
         sweeper_->expires_at(at);
-        sweeper_->async_wait([self = shared_from_this()](beast::error_code ec) {
-            if (!ec)
-                self->sweep();
-        });
+        sweeper_->async_wait(
+            asio::bind_allocator(slot_allocator<void>(sweep_slot_), [self = shared_from_this()](beast::error_code ec) {
+                if (!ec)
+                    self->sweep();
+            }));
     }
 
     // On any thread, once every connection went after a stop began: completes the waiters, on
@@ -198,6 +201,7 @@ private:
     }
 
     std::optional<asio::steady_timer> grace_;               // on `executor`
+    handler_slot sweep_slot_;                               // the sweep's wait, in the steady state
     std::optional<asio::steady_timer> sweeper_;             // on `executor`...
     clock::time_point sweep_at_ = clock::time_point::max(); // ...and what it waits for
 };
