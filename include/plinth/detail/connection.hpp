@@ -13,6 +13,7 @@
 #include <plinth/context.hpp>
 #include <plinth/detail/connection_set.hpp>
 #include <plinth/detail/exchange.hpp>
+#include <plinth/detail/h1/io.hpp>
 #include <plinth/detail/h1/reader.hpp>
 #include <plinth/detail/h1/writer.hpp>
 #include <plinth/detail/http_date.hpp>
@@ -56,65 +57,6 @@
 #include <vector>
 
 namespace plinth::detail {
-
-// The completion token of a connection's own reads and writes: errors as values, and no
-// cancellation slot. Deadlines and stops reach these through the socket (cancel, shutdown); the
-// coroutine's slot is for what a request waits on, and an operation tied to it costs an
-// allocation every time it starts.
-inline auto unbound()
-{
-    return asio::bind_cancellation_slot(asio::cancellation_slot(), asio::as_tuple(asio::use_awaitable));
-}
-
-// Up to three buffers: every write of the connection's own (a head and a body, what pipelined
-// requests held back, a chunk) goes through this one instantiation of async_write and of its
-// completion token, which keeps what including plinth costs a build down.
-using wire = std::array<asio::const_buffer, 3>;
-
-/// Closing a socket with unread bytes makes the kernel send a reset, which can destroy a
-/// response before the client reads it: stop sending, then drain for up to a second (nginx's
-/// lingering close). The caller closes the stream.
-template <class Stream>
-asio::awaitable<void> linger(Stream& stream)
-{
-    using io = transport<Stream>;
-    io::shutdown(stream, asio::socket_base::shutdown_send);
-    beast::error_code ec;
-    // The timer's handler and this coroutine share the coroutine's strand; `done` tells a handler
-    // that expired just as the drain ended not to touch a stream that may be gone.
-    auto done = std::make_shared<bool>(false);
-    asio::steady_timer limit{co_await asio::this_coro::executor, std::chrono::seconds(1)};
-    limit.async_wait([&stream, done](beast::error_code e) {
-        if (!e && !*done) { // shut down too: a read that completed just before would start another
-            io::shutdown(stream, asio::socket_base::shutdown_receive);
-            io::cancel(stream);
-        }
-    });
-    std::array<char, 4096> sink;
-    std::size_t drained = 0;
-    while (!ec && drained < 1024 * 1024) {
-        std::size_t n = 0;
-        std::tie(ec, n) = co_await stream.async_read_some(asio::buffer(sink), unbound());
-        drained += n;
-    }
-    *done = true;
-}
-
-/// Answers a connection beyond `max_connections` 503 and closes it, at the cost of a socket and
-/// a coroutine for at most a second: the connections already accepted are not disturbed.
-template <class Stream>
-asio::awaitable<void> refuse(std::shared_ptr<server_core> core, Stream stream)
-{
-    response res = h1::refusal(http::status::service_unavailable, core->options.server_name);
-    res.set(http::field::retry_after, "1");
-    std::string head;
-    h1::serialize_head(head, res);
-    const wire out{asio::buffer(head), asio::buffer(res.body()), {}};
-    auto [ec, n] = co_await asio::async_write(stream, out, unbound());
-    if (!ec)
-        co_await linger(stream);
-    transport<Stream>::close(stream);
-}
 
 /// One HTTP/1.x connection over `Stream`, any stream with Asio's AsyncReadStream and
 /// AsyncWriteStream concepts (see transport). Its handlers run on its strand; the stream's
@@ -311,282 +253,24 @@ private:
 
     // The walk reached a callback stage (a suspended handler): start it and let serve() end, so
     // that no coroutine frame is held while the request waits; the stage's end spawns it again.
-    void park()
-    {
-        // serve() ends: nothing of it is left to cancel (and parked() says so from here on).
-        auto signal = std::exchange(st_->cancel_request, nullptr);
-        // The read-ahead needs no buffer until bytes come (unless its stream reads into it): give
-        // it back.
-        if (st_->buffer.size() == 0 && (io::waits_without_buffer || !watch_pending_))
-            st_->buffer.shrink_to_fit();
-        st_->ctx.response.shrink_to_fit(); // no response yet, most likely: its storage goes too
-        if (st_->output && st_->output->held.empty() && !flushing_)
-            st_->output.reset(); // and what writing needs (a long-poll's last head among it)
-        // No cancellation slot: the stage waits on a suspension of this request (the only
-        // callback stage is a suspended handler's), which cancel_walk resolves directly: a slot
-        // would cost two cancellation handlers for each suspended request.
-        try {
-            st_->run->start(st_->ctx,
-                            exactly_allocated([self = self()](std::exception_ptr e) { self->unpark(std::move(e)); }));
-        }
-        catch (...) { // bad_alloc: serve() goes on to answer 500, and is not parked
-            st_->cancel_request = std::move(signal);
-            throw;
-        }
-    }
+    void park();
 
     // A callback stage runs and serve() does not (see park).
     bool parked() const noexcept { return !st_->cancel_request; }
 
-    void unpark(std::exception_ptr e)
-    {
-        st_->parked_result = std::move(e);
-        resuming_ = true;
-        try {
-            spawn();
-        }
-        catch (...) { // bad_alloc: this handler runs inside io_context::run, which must not see it
-            core_->log(log_level::error, "a parked request could not go on: " + describe(std::current_exception()));
-            finish_suspensions(false, std::current_exception()); // on_complete learns why
-            close();
-        }
-    }
+    void unpark(std::exception_ptr e);
 
     // The client left, or the shutdown's grace ended: what the walk waits on is cancelled, and
     // no later enter stage starts.
-    void cancel_walk()
-    {
-        if (st_->run)
-            st_->run->cancel();
-        if (!parked())
-            st_->cancel_request->emit(asio::cancellation_type::terminal); // an awaitable stage in serve()
-        else // a parked stage: its suspension ends as a disconnection (if nothing else won)
-            for (const auto& s : st_->ex.suspensions)
-                s->resolve(disconnection{});
-    }
+    void cancel_walk();
 
-    asio::awaitable<void> serve()
-    {
-        // Every operation here reports errors through as_tuple; a cancellation (disconnect) must
-        // not turn into an exception at the next co_await.
-        co_await asio::this_coro::throw_if_cancelled(false);
-        const server_options& opt = core_->options;
-        for (;;) {
-            const bool resumed = resuming_;
-            resuming_ = false;
-            if (!resumed) {
-                while (watch_pending_) // the parse needs the buffer: a cancelled read-ahead delivers first
-                    co_await wait_for_nudge();
-                h1::request_reader reader{{opt.max_header_bytes, opt.max_body_bytes}};
-
-                // The first byte: a kept-alive connection may idle, a new one must send its header.
-                auto state = reader.parse(st_->buffer);
-                bool waited = false;
-                while (!reader.started()) {
-                    if (stop_level_now() != stop_level::none)
-                        co_return close();
-                    if (!waited) { // a new connection's header deadline runs from the accept
-                        if (first_)
-                            arm(phase::idle, opt.header_timeout);
-                        else if (opt.idle_release > opt.idle_release.zero() && may_cool_down()
-                                 && (opt.idle_timeout <= opt.idle_timeout.zero()
-                                     || opt.idle_timeout > opt.idle_release))
-                            arm(phase::warm, opt.idle_release);
-                        else
-                            arm(phase::idle, opt.idle_timeout);
-                    }
-                    waited = true;
-                    auto [ec, n] = co_await socket_.async_read_some(
-                        st_->buffer.prepare(beast::read_size(st_->buffer, 65536)), unbound());
-                    st_->buffer.commit(n);
-                    if (phase_ == phase::warm && cooling_) { // idle for idle_release: wait without a frame
-                        cooling_ = false;
-                        if (n == 0) {
-                            auto signal = std::move(st_->cancel_request); // (its completion handler has one)
-                            co_return cool_down();
-                        }
-                        arm(phase::idle, opt.idle_timeout); // bytes came just then: stay
-                    }
-                    if (ec || timed_out_) {
-                        if (timed_out_)
-                            ++core_->timeouts; // nothing (but empty lines) was sent: nothing to answer
-                        else if (!h1::client_went_away(ec))
-                            core_->log(log_level::warning, "read failed: " + ec.message());
-                        co_return close();
-                    }
-                    state = reader.parse(st_->buffer);
-                }
-                // Usually the whole header came with its first byte; when it did not, the rest has
-                // header_timeout from that byte (a new connection's, from the accept).
-                if (state == h1::read_state::need_more && !(first_ && waited))
-                    arm(phase::header, opt.header_timeout);
-                else
-                    phase_ = phase::header;
-                first_ = false;
-                while (state == h1::read_state::need_more) {
-                    if (auto failed = co_await read_more())
-                        co_return co_await fail_read(failed);
-                    state = reader.parse(st_->buffer);
-                }
-                if (state == h1::read_state::header_ready) {
-                    if (!co_await flush_deferred()) // the body may need reads: nothing may wait behind them
-                        co_return close();
-                    arm(phase::body, opt.body_timeout);
-                    if (h1::expects_continue(reader.get())) {
-                        const wire out{asio::buffer(h1::continue_line), {}, {}};
-                        auto [ec, n] = co_await asio::async_write(socket_, out, unbound());
-                        if (ec)
-                            co_return co_await fail_read(ec);
-                    }
-                    while ((state = reader.parse(st_->buffer)) == h1::read_state::need_more)
-                        if (auto failed = co_await read_more())
-                            co_return co_await fail_read(failed);
-                }
-                if (state == h1::read_state::refused) {
-                    ++core_->rejected;
-                    core_->log(log_level::debug,
-                               "rejected a request: " + std::to_string(static_cast<unsigned>(reader.status()))
-                                   + (reader.error() ? " (" + reader.error().message() + ")" : std::string()));
-                    co_return co_await reject(reader.status());
-                }
-                st_->ex.request = reader.release();
-                arm(phase::busy, {}); // no timeout while the request is handled, suspended or streamed
-                st_->ex.params.clear();
-                version_ = static_cast<std::uint8_t>(st_->ex.request.version()); // (check_header: HTTP/1.x)
-                head_only_ = st_->ex.request.method() == http::verb::head;
-                keep_alive_ = st_->ex.request.keep_alive();
-                auto storage = std::move(st_->ctx.response); // the last response's, empty: reused
-                st_->ctx = make_context(st_->ex);
-                st_->ctx.response = std::move(storage);
-                shutdown_cancelled_ = false; // per request (a cancelled one closes anyway)
-            }
-
-            // The chain's walk runs here rather than in a coroutine of its own: synchronous stages
-            // are plain calls, an awaitable stage is awaited, and a callback stage (a suspended
-            // handler) parks the walk: serve() ends, and the stage's end starts it again here.
-            bool failed_walk = true; // until the walk ends; a throw here is bad_alloc and the like
-            try {
-                if (resumed) // the parked stage ended
-                    st_->run->complete(st_->ctx, std::exchange(st_->parked_result, nullptr));
-                else
-                    st_->run.emplace(core_->chain).begin(st_->ctx);
-                bool more = st_->run->advance(st_->ctx);
-                for (auto& run = *st_->run; more; more = run.advance(st_->ctx)) {
-                    if (run.pending_is_callback()) {
-                        park();
-                        co_return;
-                    }
-                    auto thrown = co_await run.step(st_->ctx);
-                    run.complete(st_->ctx, std::move(thrown));
-                }
-                st_->run->end(st_->ctx);
-                st_->run.reset(); // what stages enqueued by value goes with the request
-                failed_walk = false;
-            }
-            catch (...) { // stage errors are in st_->ctx, not thrown
-                core_->log(log_level::error, "request failed outside any stage: " + describe(std::current_exception()));
-            }
-
-            std::exception_ptr unhandled;
-            bool failed = failed_walk;
-            response res = failed_walk ? error_response(nullptr) : outcome(st_->ctx, unhandled, failed);
-            st_->ctx.response.reset();
-            bool keep_alive = keep_alive_;
-            if (flushing_) { // held answers started out when the request went asynchronous
-                // Before stop_watching, whose socket cancel would cancel this write too; and
-                // before a client that half-closed is let go, so it still gets them.
-                arm(phase::write, write_deadline());
-                while (flushing_)
-                    co_await wait_for_nudge();
-            }
-            // The stream this request opened, if any, stays in st_->ex.stream while it is
-            // written (write_stream), and goes before the next request.
-            auto& opened = st_->ex.stream;
-            if (opened && (failed || disconnected_)) { // the stream never began
-                opened->finish(disconnected_ ? close_reason::client_gone : close_reason::failed);
-                opened.reset();
-            }
-            if (!opened)
-                stop_watching(); // a stream goes on watching: its client may leave at any time
-            if (disconnected_) { // nothing is written to a client that left
-                finish_suspensions(true, std::make_exception_ptr(client_disconnected(failure_)));
-                co_return close();
-            }
-            if (http::token_list{res[http::field::connection]}.exists("close"))
-                keep_alive = false;
-            keep_alive = keep_alive && stop_level_now() == stop_level::none;
-            ++core_->requests; // counted before the write, so a client that has its answer sees it
-
-            if (opened) {
-                if (!co_await flush_deferred()) { // the stream never began
-                    opened->finish(close_reason::client_gone);
-                    opened.reset();
-                    finish_suspensions(true,
-                                       std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
-                    co_return close();
-                }
-                if (!co_await write_stream(res, version_, head_only_, keep_alive)) {
-                    finish_suspensions(true,
-                                       std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
-                    co_return close();
-                }
-                finish_suspensions(false, unhandled);
-                if (!keep_alive)
-                    co_return close();
-                continue;
-            }
-            write_head(res, version_, keep_alive);
-            const std::string_view body = head_only_ ? std::string_view() : std::string_view(res.body());
-            if (deferrable(keep_alive, body.size())) {
-                st_->output->held.hold(st_->output->head, body);
-                continue; // no suspension: nothing waits for the write
-            }
-
-            beast::error_code ec;
-            if (failure_) // held answers that went out while the request waited failed
-                ec = failure_;
-            else {
-                // What earlier pipelined requests deferred, then this response, in one write.
-                wire out{asio::buffer(st_->output->held.bytes()), asio::buffer(st_->output->head), asio::buffer(body)};
-                if (!write_at_once(out, ec)) {
-                    arm(phase::write, write_deadline());
-                    std::size_t n = 0;
-                    std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
-                }
-                st_->output->held.clear();
-            }
-            if (ec) {
-                if (timed_out_) {
-                    ++core_->timeouts;
-                    core_->log(log_level::info, "dropped a client that stopped reading (write timeout)");
-                }
-                else if (!h1::client_went_away(ec))
-                    core_->log(log_level::warning, "write failed: " + ec.message());
-                finish_suspensions(true, std::make_exception_ptr(client_disconnected(ec)));
-                co_return close();
-            }
-            finish_suspensions(false, unhandled);
-            if (!keep_alive)
-                co_return close();
-        }
-    }
+    asio::awaitable<void> serve();
 
     // Writes what the socket takes now (the socket is non-blocking): a response usually fits in
     // the socket's send buffer, and then needs no asynchronous write, no deadline and no trip
     // through the scheduler. True when done (or failed); false with `out` trimmed to what is left,
     // for async_write.
-    bool write_at_once(wire& out, beast::error_code& ec)
-    {
-        std::size_t n = io::write_now(socket_, out, ec);
-        if (ec)
-            return true;
-        for (auto& b : out) {
-            const auto step = std::min(n, b.size());
-            b += step;
-            n -= step;
-        }
-        return asio::buffer_size(out) == 0;
-    }
+    bool write_at_once(wire& out, beast::error_code& ec);
 
     // After the shutdown's grace a response may not take long to write either, nor an event
     // stream once a stop began (what is left to write is its last chunk).
@@ -608,43 +292,13 @@ private:
 
     // Reads what the client sends next into the buffer: the error, if the read failed (a buffer
     // that is full, with a chunk extension or a trailer too long for it, is buffer_overflow).
-    asio::awaitable<beast::error_code> read_more()
-    {
-        const auto room = beast::read_size(st_->buffer, 65536);
-        if (room == 0)
-            co_return beast::error_code(http::error::buffer_overflow);
-        auto [ec, n] = co_await socket_.async_read_some(st_->buffer.prepare(room), unbound());
-        st_->buffer.commit(n);
-        co_return ec;
-    }
+    asio::awaitable<beast::error_code> read_more();
 
     // Reading a request failed: answer what can be answered, then close.
-    asio::awaitable<void> fail_read(const beast::error_code& ec)
-    {
-        const auto failure = h1::on_read_failure(ec, timed_out_);
-        if (failure.worth_logging)
-            core_->log(log_level::warning, "read failed: " + ec.message());
-        if (!failure.answer)
-            co_return close();
-        ++(*failure.answer == http::status::request_timeout ? core_->timeouts : core_->rejected);
-        co_return co_await reject(*failure.answer);
-    }
+    asio::awaitable<void> fail_read(const beast::error_code& ec);
 
     // Answers a request that will not be handled, then closes without losing the answer.
-    asio::awaitable<void> reject(http::status status)
-    {
-        if (!co_await flush_deferred()) // earlier pipelined requests' answers go first
-            co_return close();
-        const response res = h1::refusal(status, core_->options.server_name);
-        arm(phase::write, write_deadline());
-        auto& head = output().head;
-        h1::serialize_head(head, res);
-        const wire out{asio::buffer(head), asio::buffer(res.body()), {}};
-        auto [ec, n] = co_await asio::async_write(socket_, out, unbound());
-        if (!ec)
-            co_await linger(socket_);
-        close();
-    }
+    asio::awaitable<void> reject(http::status status);
 
     // -- the connection's deadline --
     //
@@ -691,17 +345,7 @@ private:
     std::shared_ptr<connection> self() { return std::static_pointer_cast<connection>(shared_from_this()); }
 
     // Fires the completion callbacks of the request's suspensions, after the write.
-    void finish_suspensions(bool disconnected, const std::exception_ptr& error)
-    {
-        for (const auto& s : st_->ex.suspensions) {
-            if (disconnected)
-                s->disconnected(error);
-            else
-                s->complete(error);
-            ++core_->policy.stats.completed;
-        }
-        st_->ex.suspensions.clear();
-    }
+    void finish_suspensions(bool disconnected, const std::exception_ptr& error);
 
     // -- disconnect detection while a request waits --
     //
@@ -715,89 +359,18 @@ private:
 
     bool owns(const exchange& ex) const noexcept override { return st_ && &ex == &st_->ex; }
 
-    void watch_for_disconnect() override
-    {
-        start_flush(); // the request goes asynchronous: earlier answers must not wait for it
-        if (watching_ || disconnected_)
-            return;
-        watching_ = true;
-        if (!watch_pending_)
-            read_ahead();
-    }
+    void watch_for_disconnect() override;
 
-    void read_ahead()
-    {
-        const std::size_t limit = core_->options.max_read_ahead_bytes;
-        if (st_->buffer.size() >= limit) {
-            watching_ = false; // bounded: stop reading until the response is written
-            return;
-        }
-        watch_pending_ = true;
-        if constexpr (io::waits_without_buffer) {
-            // Wait for bytes (or the end) without a buffer, and read them only once they are
-            // there: a waiting request's client rarely sends more, and a parked request gives its
-            // empty buffer back meanwhile (see park).
-            auto on_readable = [self = self()](beast::error_code ec) {
-                std::size_t n = 0;
-                if (!ec)
-                    n = self->read_available(ec);
-                if (ec == asio::error::would_block || ec == asio::error::try_again)
-                    ec = {}; // readable was stale: wait again
-                self->on_read_ahead(ec, n);
-            };
-            const auto wait = [this](auto h) { io::async_wait_readable(socket_, std::move(h)); };
-            if (parked()) // it may wait for minutes (an awaitable stage's rarely does)
-                on_strand(exactly_allocated(std::move(on_readable)), wait);
-            else
-                on_strand(std::move(on_readable), wait);
-        }
-        else { // a stream that cannot wait without a buffer reads into it (see park)
-            auto on_read = [self = self()](beast::error_code ec, std::size_t n) { self->on_read_ahead(ec, n); };
-            const auto read = [this, limit](auto h) {
-                socket_.async_read_some(st_->buffer.prepare(std::min<std::size_t>(limit - st_->buffer.size(), 4096)),
-                                        std::move(h));
-            };
-            on_strand(std::move(on_read), read);
-        }
-    }
+    void read_ahead();
 
     // Reads what the kernel holds for the connection, up to the read-ahead limit, without
     // blocking (the socket is non-blocking: see start). Readable with nothing to read is the end
     // of the stream, which the read reports.
-    std::size_t read_available(beast::error_code& ec)
-    {
-        const std::size_t available = io::available(socket_, ec);
-        if (ec)
-            return 0;
-        const std::size_t room = core_->options.max_read_ahead_bytes - st_->buffer.size();
-        return io::read_now(socket_, st_->buffer.prepare(std::clamp<std::size_t>(available, 1, room)), ec);
-    }
+    std::size_t read_available(beast::error_code& ec);
 
-    void on_read_ahead(beast::error_code ec, std::size_t n)
-    {
-        watch_pending_ = false;
-        st_->buffer.commit(n);
-        nudge(); // serve() may be waiting for this read to finish
-        if (!watching_)
-            return; // stopped: the request already has its response
-        if (ec) {
-            watching_ = false;
-            if (ec == asio::error::operation_aborted)
-                return;
-            disconnected_ = true;
-            failure_ = ec;
-            cancel_walk();
-            return;
-        }
-        read_ahead();
-    }
+    void on_read_ahead(beast::error_code ec, std::size_t n);
 
-    void stop_watching()
-    {
-        watching_ = false;
-        if (watch_pending_)
-            io::cancel(socket_);
-    }
+    void stop_watching();
 
     // Wakes whatever serve() waits on in wait_for_nudge. Each waiter checks what it waits for
     // before and after waiting, so a nudge meant for another (or for nobody) is harmless.
@@ -808,14 +381,7 @@ private:
     }
 
     asio::awaitable<std::tuple<beast::error_code>> wait_for_nudge(
-        asio::steady_timer::time_point until = asio::steady_timer::time_point::max())
-    {
-        auto& nudge = output().nudge;
-        if (!nudge)
-            nudge = std::make_unique<asio::steady_timer>(strand());
-        nudge->expires_at(until);
-        return nudge->async_wait(asio::as_tuple(asio::use_awaitable));
-    }
+        asio::steady_timer::time_point until = asio::steady_timer::time_point::max());
 
     // -- pipelined answers, written together --
     //
@@ -828,14 +394,7 @@ private:
 
     // Whether this answer may wait for the next one: the next request can be parsed from the
     // buffer alone, and nothing (a suspension's on_complete, a read-ahead) waits for this write.
-    bool deferrable(bool keep_alive, std::size_t body_size)
-    {
-        if (!keep_alive || !st_->ex.suspensions.empty() || watch_pending_ || flushing_ || failure_)
-            return false;
-        if (!st_->output->held.fits(st_->output->head.size() + body_size)) // (write_head made the head)
-            return false;
-        return h1::holds_header({static_cast<const char*>(st_->buffer.data().data()), st_->buffer.size()});
-    }
+    bool deferrable(bool keep_alive, std::size_t body_size);
 
     // Starts `initiate(handler)`, an operation on socket_ (whose executor is the io_context's),
     // with `handler` bound to the strand unless the connection has none (single-threaded).
@@ -853,61 +412,14 @@ private:
     const asio::any_io_executor& strand() const noexcept { return strand_; }
 
     // Starts writing the held answers; on the strand, while the chain waits.
-    void start_flush()
-    {
-        if (!st_->output || st_->output->held.empty() || flushing_)
-            return;
-        flushing_ = true; // (which keeps st_->output: see park)
-        // Bound to the strand even when single-threaded: one instantiation of async_write's
-        // composed operation rather than two (compile time), for a write that rarely happens.
-        asio::async_write(socket_, asio::buffer(st_->output->held.bytes()),
-                          asio::bind_executor(strand(), [self = self()](beast::error_code ec, std::size_t) {
-                              self->flushing_ = false;
-                              self->st_->output->held.clear();
-                              if (ec)
-                                  self->failure_ = ec;
-                              self->nudge(); // serve() may be waiting for this write
-                          }));
-    }
+    void start_flush();
 
     // Writes the held answers now; false when that failed.
-    asio::awaitable<bool> flush_deferred()
-    {
-        if (!flushing_ && (!st_->output || st_->output->held.empty()))
-            co_return !failure_;
-        arm(phase::write, write_deadline()); // a client that does not read is not waited for
-        while (flushing_)
-            co_await wait_for_nudge();
-        if (failure_)
-            co_return false;
-        auto& held = output().held; // (waiting may have made it)
-        if (held.empty())
-            co_return true;
-        const wire out{asio::buffer(held.bytes()), {}, {}};
-        auto [ec, n] = co_await asio::async_write(socket_, out, unbound());
-        held.clear();
-        co_return !ec;
-    }
+    asio::awaitable<bool> flush_deferred();
 
     // The response for a request whose walk ended; `unhandled` gets the error no stage handled,
     // for on_complete.
-    response outcome(context& ctx, std::exception_ptr& unhandled, bool& failed)
-    {
-        if (const chain_error* err = ctx.error()) {
-            failed = true;
-            unhandled = err->exception;
-            if (shutdown_cancelled_) { // the shutdown's grace ended what the request waited on
-                core_->log(log_level::info, "a request still waiting at the end of the shutdown grace got 503");
-                return cancelled_response(cancellation{core_->options.shutdown_retry_after});
-            }
-            if (!disconnected_)
-                report(*err);
-            return error_response(err->exception);
-        }
-        if (ctx.response)
-            return std::move(*ctx.response);
-        return text("Not Found", http::status::not_found);
-    }
+    response outcome(context& ctx, std::exception_ptr& unhandled, bool& failed);
 
     // -- streamed responses --
     //
@@ -918,144 +430,12 @@ private:
     // one that reads slowly is not.
 
     // True when the body ended properly: the connection may go on if `keep_alive`.
-    asio::awaitable<bool> write_stream(response& head, unsigned version, bool head_only, bool& keep_alive)
-    {
-        using clock = asio::steady_timer::clock_type;
-        const auto st = st_->ex.stream;
-        const bool chunked = version >= 11; // HTTP/1.0 has no chunks: the body ends with the connection
-
-        ++core_->policy.stats.streams;
-        st->attach([weak = std::weak_ptr<connection>(self()), ws = std::weak_ptr<stream_state>(st)](bool abort) {
-            if (auto self = weak.lock())
-                asio::post(self->strand(), [self, ws, abort] { self->on_stream_wake(ws, abort); });
-        });
-        watch_for_disconnect();
-
-        auto reason = close_reason::closed;
-        bool ok = true;   // nothing failed
-        bool end = false; // the body's end is to be written
-        beast::error_code ec;
-        std::size_t n = 0;
-        {
-            auto& head_text = output().head;
-            h1::write_stream_head(head_text, head, version, keep_alive, core_->options.server_name);
-            const wire out{asio::buffer(head_text), {}, {}};
-            arm(phase::write, write_deadline());
-            std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
-        }
-        if (ec) {
-            reason = write_failure(ec, *st);
-            ok = false;
-        }
-
-        const auto heartbeat = st->heartbeat_text.empty() ? std::chrono::milliseconds(0) : st->options().heartbeat;
-        auto last_write = clock::now();
-        std::vector<stream_state::entry> batch; // what is being written
-        std::vector<asio::const_buffer> buffers;
-        std::optional<h1::chunk_size_line> size_line;
-        while (ok && !head_only) {
-            if (disconnected_) {
-                reason = close_reason::client_gone;
-                ok = false;
-                break;
-            }
-            if (const auto level = stop_level_now();
-                level == stop_level::hard || (level == stop_level::graceful && st->ends_on_stop)) {
-                reason = close_reason::server_stopping;
-                end = true;
-                break;
-            }
-            const auto taken = st->take(batch, 64 * 1024);
-            if (taken == stream_state::take_result::aborted) {
-                reason = fell_behind();
-                ok = false;
-                break;
-            }
-            if (taken == stream_state::take_result::ended) {
-                end = true;
-                break;
-            }
-            std::string_view beat;
-            if (taken == stream_state::take_result::idle) {
-                const auto due = heartbeat > heartbeat.zero() ? last_write + heartbeat : clock::time_point::max();
-                if (clock::now() < due) {
-                    arm(phase::stream, {});
-                    co_await wait_for_nudge(due);
-                    continue;
-                }
-                beat = st->heartbeat_text;
-            }
-            std::size_t bytes = beat.size();
-            for (const auto& e : batch)
-                bytes += e.data.size();
-            if (bytes == 0) { // only empty writes: an empty chunk would end the body
-                st->written(batch, {});
-                continue;
-            }
-            buffers.clear();
-            if (chunked) {
-                buffers.push_back(size_line.emplace(bytes).buffer());
-            }
-            if (!beat.empty())
-                buffers.push_back(asio::buffer(beat));
-            for (const auto& e : batch)
-                if (!e.data.empty())
-                    buffers.push_back(asio::buffer(e.data));
-            if (chunked)
-                buffers.push_back(asio::buffer(h1::chunk_end));
-            ec = co_await write_with_progress(buffers);
-            st->written(batch, ec);
-            if (ec) {
-                reason = write_failure(ec, *st);
-                ok = false;
-                break;
-            }
-            last_write = clock::now();
-        }
-        if (ok && end && chunked) {
-            const std::string last = h1::last_chunk(st->trailer());
-            arm(phase::write, write_deadline());
-            const wire out{asio::buffer(last), {}, {}};
-            std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
-            if (ec) {
-                reason = write_failure(ec, *st);
-                ok = false;
-            }
-        }
-        arm(phase::busy, {});
-        st_->ex.stream.reset();
-        stop_watching();
-        --core_->policy.stats.streams;
-        st->finish(reason); // on_close runs here, on the strand
-        co_return ok;
-    }
+    asio::awaitable<bool> write_stream(response& head, unsigned version, bool head_only, bool& keep_alive);
 
     // Writes `buffers` whole. The deadline restarts whenever bytes move, so a stream's client
     // that reads slowly keeps its connection and one that stops reading loses it after
     // write_timeout. After the shutdown's grace it no longer restarts.
-    asio::awaitable<beast::error_code> write_with_progress(std::vector<asio::const_buffer>& buffers)
-    {
-        arm(phase::write, write_deadline());
-        watch_progress_ = true;
-        output().unsent = unsent_bytes();
-        for (std::size_t first = 0; first < buffers.size();) {
-            auto [ec, n] = co_await socket_.async_write_some(std::span(buffers).subspan(first),
-                                                             asio::as_tuple(asio::use_awaitable));
-            if (ec)
-                co_return ec;
-            if (timed_out_) // it fired as these bytes went: the socket is already shut down
-                co_return beast::error_code(asio::error::timed_out);
-            for (; first < buffers.size() && n >= buffers[first].size(); ++first)
-                n -= buffers[first].size();
-            if (first < buffers.size())
-                buffers[first] += n;
-            if (!cutting_short())
-                arm(phase::write, write_deadline());
-            st_->output->unsent = unsent_bytes();
-        }
-        watch_progress_ = false;
-        co_return beast::error_code{};
-    }
+    asio::awaitable<beast::error_code> write_with_progress(std::vector<asio::const_buffer>& buffers);
 
     // Bytes the kernel still holds for the client (-1: unknown). Linux reports a full send
     // buffer writable again only once a third of it is free, which a slow reader may take longer
@@ -1063,63 +443,15 @@ private:
     std::int64_t unsent_bytes() { return io::unsent_bytes(socket_); }
 
     // Why a stream's write failed, logged as a response's would be.
-    close_reason write_failure(const beast::error_code& ec, const stream_state& st)
-    {
-        const auto level = stop_level_now();
-        if (level == stop_level::graceful && st.ends_on_stop) // the stop's short deadline
-            return close_reason::server_stopping;
-        if (timed_out_) {
-            ++core_->timeouts;
-            core_->log(log_level::info, "dropped a client that stopped reading its stream (write timeout)");
-            return level == stop_level::hard ? close_reason::server_stopping : close_reason::slow_client;
-        }
-        if (st.aborted())
-            return fell_behind();
-        if (disconnected_ || h1::client_went_away(ec))
-            return close_reason::client_gone;
-        core_->log(log_level::warning, "stream write failed: " + ec.message());
-        return close_reason::failed;
-    }
+    close_reason write_failure(const beast::error_code& ec, const stream_state& st);
 
     // The stream's queue overflowed with the close policy: its client is dropped.
-    close_reason fell_behind() const
-    {
-        core_->log(log_level::info, "dropped a client that fell behind its stream (queue full)");
-        return close_reason::slow_client;
-    }
+    close_reason fell_behind() const;
 
     // A producer queued something (or overflowed the queue) while this connection streams.
-    void on_stream_wake(const std::weak_ptr<stream_state>& ws, bool abort)
-    {
-        auto s = ws.lock();
-        if (!s || !st_ || s != st_->ex.stream)
-            return; // that stream is over
-        nudge();
-        if (abort) // cut a write in progress short: the client is not reading
-            io::cancel(socket_);
-    }
+    void on_stream_wake(const std::weak_ptr<stream_state>& ws, bool abort);
 
-    void report(const chain_error& err) const
-    {
-        auto level = log_level::error;
-        try {
-            std::rethrow_exception(err.exception);
-        }
-        catch (const http_error& e) {
-            if (static_cast<unsigned>(e.status()) < 500)
-                level = log_level::debug; // the client's fault, and the client was told
-        }
-        catch (const service_unavailable&) {
-            level = log_level::info; // a suspension timed out: expected, and answered 503
-        }
-        catch (...) {
-        }
-        const auto& req = st_->ex.request;
-        core_->log(level,
-                   std::string(req.method_string()) + " " + std::string(req.target()) + ": "
-                       + std::string(to_string(err.stage)) + " stage of '" + err.interceptor
-                       + "' threw: " + describe(err.exception));
-    }
+    void report(const chain_error& err) const;
 
     void write_head(response& res, unsigned version, bool keep_alive)
     {
@@ -1193,5 +525,9 @@ private:
 };
 
 } // namespace plinth::detail
+
+#include <plinth/detail/impl/connection_output.hpp>
+#include <plinth/detail/impl/connection_serve.hpp>
+#include <plinth/detail/impl/connection_stream.hpp>
 
 #endif
