@@ -177,10 +177,22 @@ private:
     // and server_options::idle_release).
     enum class phase : unsigned char { idle, warm, header, body, busy, write, stream };
 
+    // The read that notices a client leaving while a request waits (see watch_for_disconnect).
+    // `reading`: one is in flight and watched; `draining`: one is in flight, no longer watched
+    // (the request has its response), and serve() waits for it to deliver before it parses;
+    // `gone`: it found the client gone, which ends the connection.
+    enum class read_ahead : unsigned char { off, reading, draining, gone };
+
+    bool read_ahead_pending() const noexcept
+    {
+        return read_ahead_ == read_ahead::reading || read_ahead_ == read_ahead::draining;
+    }
+    bool client_left() const noexcept { return read_ahead_ == read_ahead::gone; }
+
     // Whether the connection may give back its request state now: nothing of a request is left.
     bool may_cool_down() const noexcept
     {
-        return io::waits_without_buffer && st_->buffer.size() == 0 && !watch_pending_ && !flushing_
+        return io::waits_without_buffer && st_->buffer.size() == 0 && !read_ahead_pending() && !flushing_
             && st_->ex.suspensions.empty() && !st_->ex.stream && (!st_->output || st_->output->held.empty());
     }
 
@@ -361,7 +373,7 @@ private:
 
     void watch_for_disconnect() override;
 
-    void read_ahead();
+    void start_read_ahead();
 
     // Reads what the kernel holds for the connection, up to the read-ahead limit, without
     // blocking (the socket is non-blocking: see start). Readable with nothing to read is the end
@@ -506,6 +518,7 @@ private:
     // threads: all are written on the strand.
     std::uint8_t version_ = 11; // of the request being handled (HTTP/x.y is 10x + y)
     phase phase_ = phase::header;
+    read_ahead read_ahead_ = read_ahead::off;
     bool head_only_ : 1 = false;          // ...a HEAD request
     bool keep_alive_ : 1 = false;         // ...which asked to keep the connection
     bool resuming_ : 1 = false;           // serve() goes on with a parked walk
@@ -513,14 +526,11 @@ private:
     bool flushing_ : 1 = false;           // start_flush is writing the held answers
     bool timed_out_ : 1 = false;          // the current phase's deadline passed
     bool shutdown_cancelled_ : 1 = false; // ...and cancelled what the request waited on
-    bool watching_ : 1 = false;           // a request is waiting: read ahead to notice a disconnect
-    bool watch_pending_ : 1 = false;      // a read-ahead is in flight
-    bool disconnected_ : 1 = false;       // the client left while a request was waiting
     bool closed_ : 1 = false;
     bool cooling_ : 1 = false;        // the warm phase's deadline passed: give the request state back
     bool watch_progress_ : 1 = false; // a stream's write: a shrinking kernel queue is progress
     // Why the connection cannot go on: held answers failed to go out (start_flush), or the client
-    // left while a request waited (disconnected_). Either ends it, so one code serves both.
+    // left while a request waited (read_ahead::gone). Either ends it, so one code serves both.
     beast::error_code failure_;
 };
 

@@ -16,23 +16,22 @@ namespace plinth::detail {
 template <class Stream>
 void connection<Stream>::watch_for_disconnect()
 {
-    start_flush(); // the request goes asynchronous: earlier answers must not wait for it
-    if (watching_ || disconnected_)
-        return;
-    watching_ = true;
-    if (!watch_pending_)
-        read_ahead();
+    start_flush();                           // the request goes asynchronous: earlier answers must not wait for it
+    if (read_ahead_ == read_ahead::draining) // the read still in flight serves again
+        read_ahead_ = read_ahead::reading;
+    if (read_ahead_ == read_ahead::off)
+        start_read_ahead();
 }
 
 template <class Stream>
-void connection<Stream>::read_ahead()
+void connection<Stream>::start_read_ahead()
 {
     const std::size_t limit = core_->options.max_read_ahead_bytes;
     if (st_->buffer.size() >= limit) {
-        watching_ = false; // bounded: stop reading until the response is written
+        read_ahead_ = read_ahead::off; // bounded: stop reading until the response is written
         return;
     }
-    watch_pending_ = true;
+    read_ahead_ = read_ahead::reading;
     if constexpr (io::waits_without_buffer) {
         // Wait for bytes (or the end) without a buffer, and read them only once they are
         // there: a waiting request's client rarely sends more, and a parked request gives its
@@ -74,29 +73,30 @@ std::size_t connection<Stream>::read_available(beast::error_code& ec)
 template <class Stream>
 void connection<Stream>::on_read_ahead(beast::error_code ec, std::size_t n)
 {
-    watch_pending_ = false;
+    const bool watched = read_ahead_ == read_ahead::reading;
+    read_ahead_ = read_ahead::off;
     st_->buffer.commit(n);
     nudge(); // serve() may be waiting for this read to finish
-    if (!watching_)
+    if (!watched)
         return; // stopped: the request already has its response
     if (ec) {
-        watching_ = false;
         if (ec == asio::error::operation_aborted)
             return;
-        disconnected_ = true;
+        read_ahead_ = read_ahead::gone;
         failure_ = ec;
         cancel_walk();
         return;
     }
-    read_ahead();
+    start_read_ahead();
 }
 
 template <class Stream>
 void connection<Stream>::stop_watching()
 {
-    watching_ = false;
-    if (watch_pending_)
+    if (read_ahead_pending()) {
+        read_ahead_ = read_ahead::draining;
         io::cancel(socket_);
+    }
 }
 
 template <class Stream>
@@ -112,7 +112,7 @@ asio::awaitable<std::tuple<beast::error_code>> connection<Stream>::wait_for_nudg
 template <class Stream>
 bool connection<Stream>::deferrable(bool keep_alive, std::size_t body_size)
 {
-    if (!keep_alive || !st_->ex.suspensions.empty() || watch_pending_ || flushing_ || failure_)
+    if (!keep_alive || !st_->ex.suspensions.empty() || read_ahead_pending() || flushing_ || failure_)
         return false;
     if (!st_->output->held.fits(st_->output->head.size() + body_size)) // (write_head made the head)
         return false;

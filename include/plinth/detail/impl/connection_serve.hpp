@@ -25,7 +25,7 @@ asio::awaitable<void> connection<Stream>::serve()
         const bool resumed = resuming_;
         resuming_ = false;
         if (!resumed) {
-            while (watch_pending_) // the parse needs the buffer: a cancelled read-ahead delivers first
+            while (read_ahead_pending()) // the parse needs the buffer: a cancelled read-ahead delivers first
                 co_await wait_for_nudge();
             h1::request_reader reader{{opt.max_header_bytes, opt.max_body_bytes}};
 
@@ -151,13 +151,13 @@ asio::awaitable<void> connection<Stream>::serve()
         // The stream this request opened, if any, stays in st_->ex.stream while it is
         // written (write_stream), and goes before the next request.
         auto& opened = st_->ex.stream;
-        if (opened && (failed || disconnected_)) { // the stream never began
-            opened->finish(disconnected_ ? close_reason::client_gone : close_reason::failed);
+        if (opened && (failed || client_left())) { // the stream never began
+            opened->finish(client_left() ? close_reason::client_gone : close_reason::failed);
             opened.reset();
         }
         if (!opened)
             stop_watching(); // a stream goes on watching: its client may leave at any time
-        if (disconnected_) { // nothing is written to a client that left
+        if (client_left()) { // nothing is written to a client that left
             finish_suspensions(true, std::make_exception_ptr(client_disconnected(failure_)));
             co_return close();
         }
@@ -267,7 +267,7 @@ response connection<Stream>::outcome(context& ctx, std::exception_ptr& unhandled
             core_->log(log_level::info, "a request still waiting at the end of the shutdown grace got 503");
             return cancelled_response(cancellation{core_->options.shutdown_retry_after});
         }
-        if (!disconnected_)
+        if (!client_left())
             report(*err);
         return error_response(err->exception);
     }
@@ -306,7 +306,7 @@ void connection<Stream>::park()
     auto signal = std::exchange(st_->cancel_request, nullptr);
     // The read-ahead needs no buffer until bytes come (unless its stream reads into it): give
     // it back.
-    if (st_->buffer.size() == 0 && (io::waits_without_buffer || !watch_pending_))
+    if (st_->buffer.size() == 0 && (io::waits_without_buffer || !read_ahead_pending()))
         st_->buffer.shrink_to_fit();
     st_->ctx.response.shrink_to_fit(); // no response yet, most likely: its storage goes too
     if (st_->output && st_->output->held.empty() && !flushing_)

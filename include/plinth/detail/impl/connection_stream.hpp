@@ -52,7 +52,7 @@ asio::awaitable<bool> connection<Stream>::write_stream(response& head, unsigned 
     std::vector<asio::const_buffer> buffers;
     std::optional<h1::chunk_size_line> size_line;
     while (ok && !head_only) {
-        if (disconnected_) {
+        if (client_left()) {
             reason = close_reason::client_gone;
             ok = false;
             break;
@@ -166,7 +166,7 @@ close_reason connection<Stream>::write_failure(const beast::error_code& ec, cons
     }
     if (st.aborted())
         return fell_behind();
-    if (disconnected_ || h1::client_went_away(ec))
+    if (client_left() || h1::client_went_away(ec))
         return close_reason::client_gone;
     core_->log(log_level::warning, "stream write failed: " + ec.message());
     return close_reason::failed;
