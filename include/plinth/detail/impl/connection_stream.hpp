@@ -40,6 +40,12 @@ asio::awaitable<bool> connection<Stream>::write_stream(response& head, unsigned 
         const wire out{asio::buffer(head_text), {}, {}};
         arm(phase::write, write_deadline());
         std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
+        // A stream may stay open for hours: what only the head needed goes (its fields, its
+        // text), and the read buffer while it is empty, as a parked request's (see park).
+        head = response();
+        std::string().swap(head_text);
+        if (st_->buffer.size() == 0 && (io::waits_without_buffer || !read_ahead_pending()))
+            st_->buffer.shrink_to_fit();
     }
     if (ec) {
         reason = write_failure(ec, *st);
