@@ -322,14 +322,36 @@ private:
     {
         phase_ = p;
         timed_out_ = false;
+        if (d == d.zero() && (p == phase::busy || p == phase::stream))
+            return; // a deadline still queued is stale now: on_deadline ignores it, and no lock is taken
         core_->set_deadline(*this, d);
+    }
+
+    // Between requests, with what serving needs at hand: given back after `release` idle (see
+    // cool_down). A deadline queued a moment ago serves (on_deadline checks the idle time), so
+    // that a busy connection takes the queue's lock once in a while, not twice per request.
+    void idle_warm(std::chrono::milliseconds release)
+    {
+        const auto now = server_core::clock::now();
+        st_->idle_since = now;
+        phase_ = phase::warm;
+        timed_out_ = false;
+        const auto queued = core_->deadlines.queued_at(*this); // (a longer one is an earlier phase's)
+        if (queued < now + release / 2 || queued > now + release)
+            core_->set_deadline(*this, release);
     }
 
     void on_deadline()
     {
         if (closed_ || !core_->deadlines.take_fired(*this))
-            return;                  // a phase began meanwhile, with its own deadline (or none)
-        if (phase_ == phase::warm) { // idle long enough to give back what serving needs
+            return; // a phase began meanwhile, with its own deadline (or none)
+        if (phase_ == phase::busy || phase_ == phase::stream)
+            return;                  // a deadline of an earlier phase (see arm): these have none
+        if (phase_ == phase::warm) { // idle long enough to give back what serving needs?
+            const auto now = server_core::clock::now();
+            const auto due = st_->idle_since + core_->options.idle_release;
+            if (now < due) // a deadline set before the last request (see idle_warm)
+                return core_->set_deadline(*this, std::chrono::ceil<std::chrono::milliseconds>(due - now));
             cooling_ = true;
             io::cancel(socket_);
             return;
@@ -505,6 +527,7 @@ private:
         std::exception_ptr parked_result;                          // how a parked stage ended; see park
         exchange ex;                                               // the request being served
         std::shared_ptr<asio::cancellation_signal> cancel_request; // cancels serve()'s current wait; see spawn
+        server_core::clock::time_point idle_since;                 // when the warm phase began; see idle_warm
     };
     std::unique_ptr<request_state> st_;
     output_state& output()

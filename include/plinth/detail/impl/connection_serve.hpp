@@ -40,7 +40,7 @@ asio::awaitable<void> connection<Stream>::serve()
                         arm(phase::idle, opt.header_timeout);
                     else if (opt.idle_release > opt.idle_release.zero() && may_cool_down()
                              && (opt.idle_timeout <= opt.idle_timeout.zero() || opt.idle_timeout > opt.idle_release))
-                        arm(phase::warm, opt.idle_release);
+                        idle_warm(opt.idle_release);
                     else
                         arm(phase::idle, opt.idle_timeout);
                 }
