@@ -246,22 +246,3 @@ TEST_CASE("deadline queue: threads setting and cancelling their deadlines while 
     q.pop_due(fake_clock::time_point::max(), [](hook&) {});
     CHECK(q.size() == 0);
 }
-
-TEST_CASE("deadline queue: queued_at says when a hook is queued for, until it is cancelled or its firing is taken",
-          "[deadline_queue]")
-{
-    queue q;
-    hook a;
-    CHECK(q.queued_at(a) == fake_clock::time_point::min());
-    q.set(a, at(10));
-    CHECK(q.queued_at(a) == at(10));
-    q.set(a, at(20));
-    CHECK(q.queued_at(a) == at(20));
-    q.cancel(a);
-    CHECK(q.queued_at(a) == fake_clock::time_point::min());
-    q.set(a, at(30));
-    q.pop_due(at(30), [](hook&) {});
-    CHECK(q.queued_at(a) == at(30)); // fired, its firing not yet taken
-    CHECK(q.take_fired(a));
-    CHECK(q.queued_at(a) == fake_clock::time_point::min());
-}

@@ -322,36 +322,39 @@ private:
     {
         phase_ = p;
         timed_out_ = false;
-        if (d == d.zero() && (p == phase::busy || p == phase::stream))
-            return; // a deadline still queued is stale now: on_deadline ignores it, and no lock is taken
+        if (d == d.zero() && (p == phase::busy || p == phase::stream) && warm_queued_)
+            return; // the warm deadline stays queued for the next idle time (see idle_warm)
+        warm_queued_ = false;
         core_->set_deadline(*this, d);
     }
 
-    // Between requests, with what serving needs at hand: given back after `release` idle (see
-    // cool_down). A deadline queued a moment ago serves (on_deadline checks the idle time), so
-    // that a busy connection takes the queue's lock once in a while, not twice per request.
+    // Between requests, with what serving needs at hand: given back once idle for `release` (to
+    // twice that; see cool_down). A warm deadline set before the last request serves again, and
+    // on_deadline gives it another `release` when a request came since: a busy connection takes
+    // the queue's lock once per `release`, not twice per request, and reads no clock.
     void idle_warm(std::chrono::milliseconds release)
     {
-        const auto now = server_core::clock::now();
-        st_->idle_since = now;
         phase_ = phase::warm;
         timed_out_ = false;
-        const auto queued = core_->deadlines.queued_at(*this); // (a longer one is an earlier phase's)
-        if (queued < now + release / 2 || queued > now + release)
-            core_->set_deadline(*this, release);
+        if (warm_queued_) {
+            warm_renewed_ = true;
+            return;
+        }
+        core_->set_deadline(*this, release);
+        warm_queued_ = true;
+        warm_renewed_ = false;
     }
 
     void on_deadline()
     {
         if (closed_ || !core_->deadlines.take_fired(*this))
             return; // a phase began meanwhile, with its own deadline (or none)
+        warm_queued_ = false;
         if (phase_ == phase::busy || phase_ == phase::stream)
-            return;                  // a deadline of an earlier phase (see arm): these have none
+            return;                  // the warm deadline, kept while a request was handled (see arm)
         if (phase_ == phase::warm) { // idle long enough to give back what serving needs?
-            const auto now = server_core::clock::now();
-            const auto due = st_->idle_since + core_->options.idle_release;
-            if (now < due) // a deadline set before the last request (see idle_warm)
-                return core_->set_deadline(*this, std::chrono::ceil<std::chrono::milliseconds>(due - now));
+            if (warm_renewed_)       // a request came since it was set: once more
+                return idle_warm(core_->options.idle_release);
             cooling_ = true;
             io::cancel(socket_);
             return;
@@ -527,7 +530,6 @@ private:
         std::exception_ptr parked_result;                          // how a parked stage ended; see park
         exchange ex;                                               // the request being served
         std::shared_ptr<asio::cancellation_signal> cancel_request; // cancels serve()'s current wait; see spawn
-        server_core::clock::time_point idle_since;                 // when the warm phase began; see idle_warm
     };
     std::unique_ptr<request_state> st_;
     output_state& output()
@@ -551,6 +553,8 @@ private:
     bool shutdown_cancelled_ : 1 = false; // ...and cancelled what the request waited on
     bool closed_ : 1 = false;
     bool cooling_ : 1 = false;        // the warm phase's deadline passed: give the request state back
+    bool warm_queued_ : 1 = false;    // the deadline queued is a warm phase's (see idle_warm)
+    bool warm_renewed_ : 1 = false;   // ...and a request came since it was set
     bool watch_progress_ : 1 = false; // a stream's write: a shrinking kernel queue is progress
     // Why the connection cannot go on: held answers failed to go out (start_flush), or the client
     // left while a request waited (read_ahead::gone). Either ends it, so one code serves both.

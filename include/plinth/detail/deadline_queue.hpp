@@ -126,14 +126,6 @@ public:
         return std::exchange(h.fired_, false);
     }
 
-    /// The deadline `h` is queued for, or `time_point::min()` when it is not queued. It may
-    /// fire meanwhile: the caller handles its firing anyway. Call it where `h`'s deadlines are
-    /// set (one thread at a time), which alone writes them: it takes no lock.
-    time_point queued_at(const hook& h) const noexcept
-    {
-        return h.pending_.load(std::memory_order_acquire) ? h.at_ : time_point::min();
-    }
-
     /// The earliest deadline, or `time_point::max()` when none is queued.
     time_point earliest() const
     {
