@@ -35,9 +35,10 @@ struct server_options {
     /// A kept-alive connection waiting for its next request is closed after this. Never applies
     /// while a request is being handled, suspended or streamed.
     std::chrono::milliseconds idle_timeout{60'000};
-    /// A kept-alive connection idle this long (up to twice as long) gives back what serving a request takes (its read
-    /// buffer, its coroutine frame, the request's state) and waits for the next one holding
-    /// almost nothing; a client that sends its next request sooner finds them ready. Zero: never.
+    /// A kept-alive connection idle this long (up to twice as long) gives back what serving a
+    /// request takes (its read buffer, its coroutine frame, the request's state) and waits for
+    /// the next one holding almost nothing; a client that sends its next request sooner finds
+    /// them ready. Zero: never.
     std::chrono::milliseconds idle_release{50};
     /// A response must be handed to the socket within this; a client that stops reading is dropped.
     std::chrono::milliseconds write_timeout{30'000};

@@ -311,7 +311,8 @@ void send_park(int fd)
     REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size()));
 }
 
-int park_one(std::uint16_t port)
+// A socket connected to the server on `port` (raw: the tests below hold hundreds).
+int connect_to(std::uint16_t port)
 {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
@@ -319,6 +320,12 @@ int park_one(std::uint16_t port)
     addr.sin_port = htons(port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     REQUIRE(::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+    return fd;
+}
+
+int park_one(std::uint16_t port)
+{
+    const int fd = connect_to(port);
     send_park(fd);
     return fd;
 }
@@ -436,12 +443,7 @@ namespace {
 // A connection that sent one GET /hello and read its answer; left open.
 int served_once(std::uint16_t port)
 {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+    const int fd = connect_to(port);
     REQUIRE(::send(fd, hello_request.data(), hello_request.size(), MSG_NOSIGNAL)
             == static_cast<ssize_t>(hello_request.size()));
     REQUIRE(read_200(fd));
