@@ -29,8 +29,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -285,7 +285,7 @@ public:
     /// `run_callbacks` false (the io_context is being torn down) destroys them instead.
     void finish(close_reason reason, bool run_callbacks = true)
     {
-        std::deque<entry> queued;
+        std::list<entry> queued;
         std::vector<std::function<void(close_reason)>> callbacks;
         {
             std::lock_guard lock(mutex_);
@@ -413,7 +413,7 @@ private:
     asio::any_io_executor executor_; // the connection's strand, until the stream is over
     const stream_options options_;
     const log_function log_;
-    std::deque<entry> queue_;
+    std::list<entry> queue_; // a list: an empty one holds no memory, and most streams idle
     std::size_t queued_bytes_ = 0;
     std::uint64_t seq_ = 0;
     std::uint64_t dropped_ = 0;
