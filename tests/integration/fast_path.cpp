@@ -15,6 +15,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
@@ -482,6 +483,95 @@ TEST_CASE("fast path: a keep-alive connection idle past idle_release holds no fr
         char buf[512];
         const auto n = ::recv(fd, buf, sizeof buf, 0);
         CHECK((n > 12 && std::string_view(buf, 12) == "HTTP/1.1 404"));
+        ::close(fd);
+    }
+}
+
+// -- what an open event stream holds --
+
+namespace {
+
+// A route that opens an event stream and keeps it open, and clients that allocate nothing.
+class streaming {
+public:
+    explicit streaming(std::size_t capacity) { streams_.reserve(capacity); }
+
+    plinth::route route()
+    {
+        return {http::verb::get, "/events", [this](const plinth::context& ctx, plinth::sse_stream s) {
+                    std::lock_guard lock(mutex_);
+                    executor_ = ctx.executor();
+                    streams_.push_back(std::move(s));
+                }};
+    }
+
+    // Runs what the server's (single) thread had queued: the completions of the heads' writes,
+    // which were queued before their clients could read them.
+    void settle()
+    {
+        std::promise<void> done;
+        asio::post(executor(), [&] { done.set_value(); });
+        REQUIRE(done.get_future().wait_for(10s) == std::future_status::ready);
+    }
+
+    void close_all()
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& s : streams_)
+            s.close();
+        streams_.clear();
+        executor_ = {}; // the server's strand goes with its io_context
+    }
+
+private:
+    asio::any_io_executor executor()
+    {
+        std::lock_guard lock(mutex_);
+        return executor_;
+    }
+
+    std::mutex mutex_;
+    asio::any_io_executor executor_;
+    std::vector<plinth::sse_stream> streams_;
+};
+
+// A client that opened the stream and read its head; left open.
+int open_events(std::uint16_t port)
+{
+    static constexpr std::string_view request = "GET /events HTTP/1.1\r\nHost: t\r\n\r\n";
+    const int fd = connect_to(port);
+    REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size()));
+    REQUIRE(read_200(fd));
+    return fd;
+}
+
+} // namespace
+
+TEST_CASE("fast path: an open event stream holds no coroutine frame or timer while it waits for its producer",
+          "[fast_path]")
+{
+    constexpr std::size_t held = 200;
+    streaming events(held + 1);
+    test_server srv{{events.route()}, {}, {}, 1};
+    ::close(open_events(srv.port())); // warm: what a server allocates once is not a stream's
+    events.settle();
+
+    const std::size_t before = heap_in_use();
+    std::vector<int> fds;
+    fds.reserve(held);
+    for (std::size_t i = 0; i < held; ++i)
+        fds.push_back(open_events(srv.port()));
+    events.settle();
+    const double per_stream = (static_cast<double>(heap_in_use()) - static_cast<double>(before)) / held;
+    UNSCOPED_INFO("heap per open event stream: " << per_stream << " B");
+    // The connection, its request state, the stream's queue and its pump. A stream written by a
+    // coroutine (the connection's frame, the pump's) holds about twice the bound.
+    CHECK(per_stream < 2432);
+
+    events.close_all();
+    for (int fd : fds) { // each stream ends with its last chunk
+        char buf[512];
+        CHECK(::recv(fd, buf, sizeof buf, 0) > 0);
         ::close(fd);
     }
 }

@@ -610,6 +610,30 @@ TEST_CASE("sse: a client that never reads, drop_oldest policy: the stream stays 
 
 // -- the client leaves --
 
+TEST_CASE("sse: a client that sends more than may be read ahead behind its stream keeps the stream: later events "
+          "arrive, then its end",
+          "[sse]")
+{
+    sse_hub h;
+    plinth::server_options o;
+    o.max_read_ahead_bytes = 1024;
+    test_server srv{{sse_route(h)}, o};
+    sse_client c{srv.port()};
+    auto s = h.wait_open(0);
+    // A pipelined request larger than the read-ahead's limit: the server reads 1 KiB of it and
+    // stops reading, so that no read is pending while the stream waits for its producer.
+    c.w.send("GET /next HTTP/1.1\r\nHost: test\r\nX-Pad: " + std::string(4000, 'x') + "\r\n\r\n");
+    std::this_thread::sleep_for(200ms); // (were the connection let go meanwhile, nothing below arrives)
+    CHECK(s.send("still here"));
+    const auto e = c.next_event(5s);
+    REQUIRE(e);
+    CHECK(e->data == std::vector<std::string>{"still here"});
+    CHECK(srv.server().stats().streams == 1);
+    s.close();
+    CHECK_FALSE(c.next(5s)); // the body's end
+    CHECK(h.wait_closed(0) == plinth::close_reason::closed);
+}
+
 TEST_CASE("sse: a client that closes its socket while the stream is idle: on_close(client_gone) within 1 s, "
           "not at the next heartbeat",
           "[sse]")

@@ -349,9 +349,12 @@ private:
     {
         if (closed_ || !core_->deadlines.take_fired(*this))
             return; // a phase began meanwhile, with its own deadline (or none)
+        const bool warm = warm_queued_;
         warm_queued_ = false;
-        if (phase_ == phase::busy || phase_ == phase::stream)
-            return;                  // the warm deadline, kept while a request was handled (see arm)
+        if (phase_ == phase::busy || (phase_ == phase::stream && warm))
+            return; // the warm deadline, kept while a request was handled (see arm)
+        if (phase_ == phase::stream)
+            return nudge();          // an open stream's heartbeat is due
         if (phase_ == phase::warm) { // idle long enough to give back what serving needs?
             if (warm_renewed_)       // a request came since it was set: once more
                 return idle_warm(core_->options.idle_release);
@@ -409,11 +412,18 @@ private:
 
     void stop_watching();
 
-    // Wakes whatever serve() waits on in wait_for_nudge. Each waiter checks what it waits for
-    // before and after waiting, so a nudge meant for another (or for nobody) is harmless.
+    // Wakes whatever serve() waits on in wait_for_nudge, or a stream's pump that waits. Each
+    // waiter checks what it waits for before and after waiting, so a nudge meant for another (or
+    // for nobody) is harmless. The pump steps later, once the caller has set what woke it.
     void nudge()
     {
-        if (st_ && st_->output && st_->output->nudge)
+        if (!st_ || !st_->output)
+            return;
+        if (auto& pump = st_->output->pump; pump && pump->waiting) {
+            pump->waiting = false;
+            asio::post(strand(), [self = self()] { self->pump_stream(); });
+        }
+        if (st_->output->nudge)
             st_->output->nudge->cancel();
     }
 
@@ -460,19 +470,48 @@ private:
 
     // -- streamed responses --
     //
-    // The head goes out once the chain is done; then the connection waits (wait_for_nudge) until
-    // a producer wakes it (a post to this strand), the heartbeat is due, the client leaves (the
-    // read-ahead cancels the wait through the request's cancellation slot) or the server stops.
-    // Each write is bounded by write_timeout, so a client that stops reading is dropped while
-    // one that reads slowly is not.
+    // Once the chain is done, serve() hands the stream to a pump and ends: an open stream holds
+    // no coroutine frame. The pump writes the head, then whatever producers queued, each write
+    // started from the last one's completion. In between it waits with nothing of its own
+    // pending until a producer wakes it (a post to this strand), its heartbeat's deadline passes,
+    // the client leaves (the read-ahead nudges it) or the server stops. Each write is bounded by
+    // write_timeout, so a client that stops reading is dropped while one that reads slowly is
+    // not. When the body ends, the connection reads its next request (spawn) or closes.
 
-    // True when the body ended properly: the connection may go on if `keep_alive`.
-    asio::awaitable<bool> write_stream(response& head, unsigned version, bool head_only, bool& keep_alive);
+    // What the pump keeps between its steps, in output_state while the stream is open.
+    struct stream_pump {
+        enum class writing : unsigned char { head, body, last };
+        std::exception_ptr unhandled;            // for the request's on_complete, after the stream
+        std::vector<stream_state::entry> batch;  // what is being written
+        std::vector<asio::const_buffer> buffers; // ...as buffers; [first, end) are left to write
+        std::size_t first = 0;
+        std::optional<h1::chunk_size_line> size_line;
+        std::string last; // the last chunk and its trailer
+        asio::steady_timer::time_point last_write{};
+        close_reason reason = close_reason::closed;
+        writing what = writing::head;
+        bool chunked = true; // HTTP/1.0 has no chunks: the body ends with the connection
+        bool head_only = false;
+        bool keep_alive = false;
+        bool waiting = false; // for a wake or the heartbeat: see nudge
+    };
 
-    // Writes `buffers` whole. The deadline restarts whenever bytes move, so a stream's client
-    // that reads slowly keeps its connection and one that stops reading loses it after
-    // write_timeout. After the shutdown's grace it no longer restarts.
-    asio::awaitable<beast::error_code> write_with_progress(std::vector<asio::const_buffer>& buffers);
+    // From serve(), which ends right after: the stream this request opened starts with `head`.
+    void open_stream(response& head, bool keep_alive, std::exception_ptr unhandled);
+
+    // One step: end the stream, write what producers queued (or a heartbeat), or wait for them.
+    void pump_stream();
+
+    // Writes the pump's buffers from `first` on; on_stream_io continues when some went out.
+    void write_stream_buffers();
+    void on_stream_io(beast::error_code ec, std::size_t n);
+
+    // The body's end: its last chunk (chunked), then end_stream.
+    void write_last_chunk();
+
+    // The stream is over (`ok`: its body ended properly): on_close, then the next request or
+    // the connection's end.
+    void end_stream(bool ok);
 
     // Bytes the kernel still holds for the client (-1: unknown). Linux reports a full send
     // buffer writable again only once a third of it is free, which a slow reader may take longer
@@ -514,7 +553,8 @@ private:
         // What serve() waits on for a read-ahead or a write to finish, or a stream for its
         // producers; made on first use (most connections never wait so).
         std::unique_ptr<asio::steady_timer> nudge;
-        std::int64_t unsent = -1; // a stream's write (watch_progress_): the kernel's queue then
+        std::int64_t unsent = -1;          // a stream's write (watch_progress_): the kernel's queue then
+        std::unique_ptr<stream_pump> pump; // while a stream is open
     };
     // What a connection needs while it serves requests: made when bytes come, given back once it
     // idled for a while (see warm_up and cool_down), so that an idle connection holds little.

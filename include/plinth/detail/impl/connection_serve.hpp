@@ -173,14 +173,10 @@ asio::awaitable<void> connection<Stream>::serve()
                 finish_suspensions(true, std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
                 co_return close();
             }
-            if (!co_await write_stream(res, version_, head_only_, keep_alive)) {
-                finish_suspensions(true, std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
-                co_return close();
-            }
-            finish_suspensions(false, unhandled);
-            if (!keep_alive)
-                co_return close();
-            continue;
+            // serve() ends: the pump writes the stream, then spawns it again for the next request.
+            auto signal = std::exchange(st_->cancel_request, nullptr); // (its completion handler has one)
+            open_stream(res, keep_alive, std::move(unhandled));
+            co_return;
         }
         write_head(res, version_, keep_alive);
         const std::string_view body = head_only_ ? std::string_view() : std::string_view(res.body());

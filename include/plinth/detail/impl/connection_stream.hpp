@@ -15,13 +15,9 @@
 namespace plinth::detail {
 
 template <class Stream>
-asio::awaitable<bool> connection<Stream>::write_stream(response& head, unsigned version, bool head_only,
-                                                       bool& keep_alive)
+void connection<Stream>::open_stream(response& head, bool keep_alive, std::exception_ptr unhandled)
 {
-    using clock = asio::steady_timer::clock_type;
-    const auto st = st_->ex.stream;
-    const bool chunked = version >= 11; // HTTP/1.0 has no chunks: the body ends with the connection
-
+    const auto& st = st_->ex.stream;
     ++core_->policy.stats.streams;
     st->attach([weak = std::weak_ptr<connection>(self()), ws = std::weak_ptr<stream_state>(st)](bool abort) {
         if (auto self = weak.lock())
@@ -29,134 +25,196 @@ asio::awaitable<bool> connection<Stream>::write_stream(response& head, unsigned 
     });
     watch_for_disconnect();
 
-    auto reason = close_reason::closed;
-    bool ok = true;   // nothing failed
-    bool end = false; // the body's end is to be written
-    beast::error_code ec;
-    std::size_t n = 0;
-    {
-        auto& head_text = output().head;
-        h1::write_stream_head(head_text, head, version, keep_alive, core_->options.server_name);
-        const wire out{asio::buffer(head_text), {}, {}};
-        arm(phase::write, write_deadline());
-        std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
-        // A stream may stay open for hours: what only the head needed goes (its fields, its
-        // text), and the read buffer while it is empty, as a parked request's (see park).
-        head = response();
-        std::string().swap(head_text);
-        if (st_->buffer.size() == 0 && (io::waits_without_buffer || !read_ahead_pending()))
-            st_->buffer.shrink_to_fit();
-    }
-    if (ec) {
-        reason = write_failure(ec, *st);
-        ok = false;
-    }
-
-    const auto heartbeat = st->heartbeat_text.empty() ? std::chrono::milliseconds(0) : st->options().heartbeat;
-    auto last_write = clock::now();
-    std::vector<stream_state::entry> batch; // what is being written
-    std::vector<asio::const_buffer> buffers;
-    std::optional<h1::chunk_size_line> size_line;
-    while (ok && !head_only) {
-        if (client_left()) {
-            reason = close_reason::client_gone;
-            ok = false;
-            break;
-        }
-        if (const auto level = stop_level_now();
-            level == stop_level::hard || (level == stop_level::graceful && st->ends_on_stop)) {
-            reason = close_reason::server_stopping;
-            end = true;
-            break;
-        }
-        const auto taken = st->take(batch, 64 * 1024);
-        if (taken == stream_state::take_result::aborted) {
-            reason = fell_behind();
-            ok = false;
-            break;
-        }
-        if (taken == stream_state::take_result::ended) {
-            end = true;
-            break;
-        }
-        std::string_view beat;
-        if (taken == stream_state::take_result::idle) {
-            const auto due = heartbeat > heartbeat.zero() ? last_write + heartbeat : clock::time_point::max();
-            if (clock::now() < due) {
-                arm(phase::stream, {});
-                co_await wait_for_nudge(due);
-                continue;
-            }
-            beat = st->heartbeat_text;
-        }
-        std::size_t bytes = beat.size();
-        for (const auto& e : batch)
-            bytes += e.data.size();
-        if (bytes == 0) { // only empty writes: an empty chunk would end the body
-            st->written(batch, {});
-            continue;
-        }
-        buffers.clear();
-        if (chunked) {
-            buffers.push_back(size_line.emplace(bytes).buffer());
-        }
-        if (!beat.empty())
-            buffers.push_back(asio::buffer(beat));
-        for (const auto& e : batch)
-            if (!e.data.empty())
-                buffers.push_back(asio::buffer(e.data));
-        if (chunked)
-            buffers.push_back(asio::buffer(h1::chunk_end));
-        ec = co_await write_with_progress(buffers);
-        st->written(batch, ec);
-        if (ec) {
-            reason = write_failure(ec, *st);
-            ok = false;
-            break;
-        }
-        last_write = clock::now();
-    }
-    if (ok && end && chunked) {
-        const std::string last = h1::last_chunk(st->trailer());
-        arm(phase::write, write_deadline());
-        const wire out{asio::buffer(last), {}, {}};
-        std::tie(ec, n) = co_await asio::async_write(socket_, out, unbound());
-        if (ec) {
-            reason = write_failure(ec, *st);
-            ok = false;
-        }
-    }
-    arm(phase::busy, {});
-    st_->ex.stream.reset();
-    stop_watching();
-    --core_->policy.stats.streams;
-    st->finish(reason); // on_close runs here, on the strand
-    co_return ok;
+    auto& out = output();
+    out.pump = std::make_unique<stream_pump>();
+    auto& p = *out.pump;
+    p.unhandled = std::move(unhandled);
+    p.chunked = version_ >= 11;
+    p.head_only = head_only_;
+    p.keep_alive = keep_alive;
+    h1::write_stream_head(out.head, head, version_, p.keep_alive, core_->options.server_name);
+    // A stream may stay open for hours: what only the head needed goes (its fields now, its text
+    // once written), and the read buffer while it is empty, as a parked request's (see park).
+    head = response();
+    st_->ctx.response.shrink_to_fit();
+    if (st_->buffer.size() == 0 && (io::waits_without_buffer || !read_ahead_pending()))
+        st_->buffer.shrink_to_fit();
+    p.buffers.assign(1, asio::buffer(out.head));
+    arm(phase::write, write_deadline());
+    write_stream_buffers();
 }
 
 template <class Stream>
-asio::awaitable<beast::error_code> connection<Stream>::write_with_progress(std::vector<asio::const_buffer>& buffers)
+void connection<Stream>::pump_stream()
 {
-    arm(phase::write, write_deadline());
-    watch_progress_ = true;
-    output().unsent = unsent_bytes();
-    for (std::size_t first = 0; first < buffers.size();) {
-        auto [ec, n] =
-            co_await socket_.async_write_some(std::span(buffers).subspan(first), asio::as_tuple(asio::use_awaitable));
-        if (ec)
-            co_return ec;
-        if (timed_out_) // it fired as these bytes went: the socket is already shut down
-            co_return beast::error_code(asio::error::timed_out);
-        for (; first < buffers.size() && n >= buffers[first].size(); ++first)
-            n -= buffers[first].size();
-        if (first < buffers.size())
-            buffers[first] += n;
-        if (!cutting_short())
+    using clock = asio::steady_timer::clock_type;
+    auto& p = *st_->output->pump;
+    auto& st = *st_->ex.stream;
+    if (p.head_only)
+        return end_stream(true);
+    try {
+        for (;;) {
+            if (client_left()) {
+                p.reason = close_reason::client_gone;
+                return end_stream(false);
+            }
+            if (const auto level = stop_level_now();
+                level == stop_level::hard || (level == stop_level::graceful && st.ends_on_stop)) {
+                p.reason = close_reason::server_stopping;
+                return write_last_chunk();
+            }
+            const auto taken = st.take(p.batch, 64 * 1024);
+            if (taken == stream_state::take_result::aborted) {
+                p.reason = fell_behind();
+                return end_stream(false);
+            }
+            if (taken == stream_state::take_result::ended)
+                return write_last_chunk();
+            std::string_view beat;
+            if (taken == stream_state::take_result::idle) {
+                const auto heartbeat =
+                    st.heartbeat_text.empty() ? std::chrono::milliseconds(0) : st.options().heartbeat;
+                const auto due = heartbeat > heartbeat.zero() ? p.last_write + heartbeat : clock::time_point::max();
+                if (const auto now = clock::now(); now < due) {
+                    // Nothing of its own pending while it waits: a wake (see nudge) or the
+                    // heartbeat's deadline, in the server's queue, steps it again. Meanwhile the
+                    // read-ahead's wait owns the connection, as a parked request's does; when
+                    // there is none (the client sent all that may be read ahead), a wait that
+                    // never expires does.
+                    p.waiting = true;
+                    arm(phase::stream,
+                        due == clock::time_point::max() ? std::chrono::milliseconds(0)
+                                                        : std::chrono::ceil<std::chrono::milliseconds>(due - now));
+                    if (!read_ahead_pending()) {
+                        auto& keeper = st_->output->nudge;
+                        if (!keeper)
+                            keeper = std::make_unique<asio::steady_timer>(strand());
+                        keeper->expires_at(clock::time_point::max());
+                        keeper->async_wait([self = self()](beast::error_code) {});
+                    }
+                    return;
+                }
+                beat = st.heartbeat_text;
+            }
+            std::size_t bytes = beat.size();
+            for (const auto& e : p.batch)
+                bytes += e.data.size();
+            if (bytes == 0) { // only empty writes: an empty chunk would end the body
+                st.written(p.batch, {});
+                continue;
+            }
+            p.buffers.clear();
+            if (p.chunked)
+                p.buffers.push_back(p.size_line.emplace(bytes).buffer());
+            if (!beat.empty())
+                p.buffers.push_back(asio::buffer(beat));
+            for (const auto& e : p.batch)
+                if (!e.data.empty())
+                    p.buffers.push_back(asio::buffer(e.data));
+            if (p.chunked)
+                p.buffers.push_back(asio::buffer(h1::chunk_end));
+            p.what = stream_pump::writing::body;
+            p.first = 0;
             arm(phase::write, write_deadline());
-        st_->output->unsent = unsent_bytes();
+            watch_progress_ = true;
+            st_->output->unsent = unsent_bytes();
+            return write_stream_buffers();
+        }
     }
-    watch_progress_ = false;
-    co_return beast::error_code{};
+    catch (...) { // bad_alloc: this runs inside io_context::run, which must not see it
+        core_->log(log_level::error, "a stream could not go on: " + describe(std::current_exception()));
+        p.reason = close_reason::failed;
+        end_stream(false);
+    }
+}
+
+template <class Stream>
+void connection<Stream>::write_stream_buffers()
+{
+    const auto& p = *st_->output->pump;
+    // Bound to the strand even when single-threaded: one instantiation of the write, whatever
+    // the connection's threading (as start_flush).
+    socket_.async_write_some(std::span(p.buffers).subspan(p.first),
+                             asio::bind_executor(strand(), [self = self()](beast::error_code ec, std::size_t n) {
+                                 self->on_stream_io(ec, n);
+                             }));
+}
+
+template <class Stream>
+void connection<Stream>::on_stream_io(beast::error_code ec, std::size_t n)
+{
+    auto& p = *st_->output->pump;
+    if (!ec && timed_out_) // it fired as these bytes went: the socket is already shut down
+        ec = asio::error::timed_out;
+    if (!ec) {
+        for (; p.first < p.buffers.size() && n >= p.buffers[p.first].size(); ++p.first)
+            n -= p.buffers[p.first].size();
+        if (p.first < p.buffers.size()) {
+            p.buffers[p.first] += n;
+            if (p.what == stream_pump::writing::body) { // bytes moved: the deadline restarts
+                if (!cutting_short())
+                    arm(phase::write, write_deadline());
+                st_->output->unsent = unsent_bytes();
+            }
+            return write_stream_buffers();
+        }
+    }
+    const auto what = p.what;
+    if (what == stream_pump::writing::body) {
+        st_->ex.stream->written(p.batch, ec);
+        if (!ec)
+            watch_progress_ = false;
+    }
+    else if (what == stream_pump::writing::head)
+        std::string().swap(st_->output->head);
+    if (ec) {
+        p.reason = write_failure(ec, *st_->ex.stream);
+        return end_stream(false);
+    }
+    if (what == stream_pump::writing::last)
+        return end_stream(true);
+    p.last_write = asio::steady_timer::clock_type::now();
+    pump_stream();
+}
+
+template <class Stream>
+void connection<Stream>::write_last_chunk()
+{
+    auto& p = *st_->output->pump;
+    if (!p.chunked)
+        return end_stream(true);
+    p.last = h1::last_chunk(st_->ex.stream->trailer());
+    p.buffers.assign(1, asio::buffer(p.last));
+    p.first = 0;
+    p.what = stream_pump::writing::last;
+    arm(phase::write, write_deadline());
+    write_stream_buffers();
+}
+
+template <class Stream>
+void connection<Stream>::end_stream(bool ok)
+{
+    const auto pump = std::move(st_->output->pump); // goes with this call
+    const auto st = std::move(st_->ex.stream);
+    arm(phase::busy, {});
+    stop_watching();
+    --core_->policy.stats.streams;
+    st->finish(pump->reason); // on_close runs here, on the strand
+    if (!ok) {
+        finish_suspensions(true, std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
+        return close();
+    }
+    finish_suspensions(false, pump->unhandled);
+    if (!pump->keep_alive)
+        return close();
+    try {
+        spawn(); // serve() reads the next request
+    }
+    catch (...) { // bad_alloc: this handler runs inside io_context::run, which must not see it
+        core_->log(log_level::error,
+                   "a connection could not go on after its stream: " + describe(std::current_exception()));
+        close();
+    }
 }
 
 template <class Stream>
