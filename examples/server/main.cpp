@@ -17,7 +17,6 @@
 
 #include <plinth/plinth.hpp>
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -33,6 +32,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -205,27 +205,51 @@ asio::awaitable<plinth::response> delay(const plinth::context& ctx)
 }
 
 // Ticks at the client's pace: each waits until the previous one was handed to the socket.
-asio::awaitable<void> ticks(plinth::sse_stream events, std::chrono::milliseconds interval)
-{
-    auto timer = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor);
-    // The stream's end (on this strand) cancels the wait, so a stop need not wait for a tick.
-    events.on_close([weak = std::weak_ptr(timer)](plinth::close_reason) {
-        if (auto t = weak.lock())
-            t->cancel();
-    });
-    for (std::uint64_t n = 1; events.is_open(); ++n) {
-        timer->expires_after(interval);
-        auto [ec] = co_await timer->async_wait(asio::as_tuple(asio::use_awaitable));
-        if (ec)
-            co_return;
-        plinth::sse_event tick;
-        tick.event = "tick";
-        tick.data = std::to_string(n);
-        std::tie(ec) = co_await events.async_send(tick, asio::as_tuple(asio::use_awaitable));
-        if (ec)
-            co_return;
+// Callbacks rather than a coroutine: a stream that waits for its next tick holds only this
+// object and its timer's wait, where a coroutine would keep its frame.
+class ticker : public std::enable_shared_from_this<ticker> {
+public:
+    ticker(plinth::sse_stream events, std::chrono::milliseconds interval, const asio::any_io_executor& executor)
+        : events_(std::move(events))
+        , interval_(interval)
+        , timer_(executor)
+    {
     }
-}
+
+    void start()
+    {
+        // The stream's end (on this strand) cancels the wait, so a stop need not wait for a tick.
+        events_.on_close([weak = weak_from_this()](plinth::close_reason) {
+            if (auto self = weak.lock())
+                self->timer_.cancel();
+        });
+        wait();
+    }
+
+private:
+    void wait()
+    {
+        timer_.expires_after(interval_);
+        timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+            if (!ec && self->events_.is_open())
+                self->tick();
+        });
+    }
+
+    void tick()
+    {
+        events_.async_send(plinth::sse_event{.data = std::to_string(++count_), .event = "tick", .id = {}, .retry = {}},
+                           [self = shared_from_this()](boost::system::error_code ec) {
+                               if (!ec)
+                                   self->wait();
+                           });
+    }
+
+    plinth::sse_stream events_;
+    std::chrono::milliseconds interval_;
+    asio::steady_timer timer_;
+    std::uint64_t count_ = 0;
+};
 
 // GET /events?interval_ms=N&after=ID: server-sent events. A `tick` every N ms, and every chat
 // message as a `message` event with its id; a reconnecting browser's Last-Event-ID (or `after`,
@@ -246,7 +270,7 @@ auto events_route(example::chat_room& room)
             }
         }
         asio::co_spawn(ctx.executor(), room.subscribe(events, after), asio::detached);
-        asio::co_spawn(ctx.executor(), ticks(events, interval), asio::detached);
+        std::make_shared<ticker>(events, interval, ctx.executor())->start();
     };
 }
 
