@@ -2,7 +2,7 @@
 // benchmarked server (this one and the peers in peers/) takes the same flags and answers
 // GET /hello with "Hello, World!".
 //
-//   plinth-perf-server --port P [--threads 1]
+//   plinth-perf-server --port P [--threads 1] [--idle-release-ms M]
 //
 // GET /hello                 200 "Hello, World!" through the router and one interceptor
 // GET /wait?ms=N             200 after N ms, on an awaitable timer (no thread held)
@@ -102,6 +102,8 @@ int main(int argc, char** argv)
             options.port = static_cast<unsigned short>(number(argv[i + 1]));
         else if (flag == "--threads")
             threads = std::max(1u, number(argv[i + 1]));
+        else if (flag == "--idle-release-ms")
+            options.idle_release = std::chrono::milliseconds(number(argv[i + 1]));
     }
 
     options.single_threaded = threads == 1; // as the RESTinio peer's single-threaded traits

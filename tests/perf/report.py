@@ -142,6 +142,9 @@ idle = {s: median("idle_10000", s, "bytes_per_connection") for s in ("plinth", "
 out.append(f"| an idle keep-alive connection after one GET /hello, 10,000 held | {fmt(idle['plinth'])} B "
            f"| {fmt(idle['nginx'])} B | {fmt(idle['beast'])} B "
            f"| {goal(idle['plinth'] is not None and idle['plinth'] <= 600, '<= 600 B')} |")
+idle_1ms = median("idle_10000", "plinth-release-1ms", "bytes_per_connection")
+out.append(f"| the same, the connection giving back what serving takes after 1 ms (`idle_release`) "
+           f"| {fmt(idle_1ms)} B | | | |")
 out.append(f"| a suspended request, 19,000 held | {fmt(p_per)} B | | {fmt(b_per)} B "
            f"| {goal(p_per is not None and p_per <= 1536, '<= 1,536 B')} |")
 sse = median("sse_5000", "plinth", "bytes_per_connection")
