@@ -716,6 +716,32 @@ TEST_CASE("sse: a client that stopped reading and then resets, while the server 
     CHECK(other.get("/hello").result() == http::status::ok);
 }
 
+TEST_CASE("sse: a client that stopped reading and then ends its side (FIN), while the server is stuck writing to "
+          "it: on_close(client_gone) within 1 s, not the write timeout",
+          "[sse]")
+{
+    sse_hub h;
+    plinth::server_options o;
+    o.streams.max_queued_bytes = std::size_t(1) << 30; // no overflow: the write itself is stuck
+    o.streams.max_queued = 1'000'000;
+    o.write_timeout = std::chrono::seconds(30);
+    test_server srv{{sse_route(h)}, o};
+    sse_client c{srv.port(), "/events", {}, 4096};
+    auto s = h.wait_open(0);
+    const std::string payload(64 * 1024, 'x');
+    for (int i = 1; i <= 200; ++i) // 12.8 MB: far more than the socket buffers hold
+        REQUIRE(s.send(plinth::sse_event{.data = payload, .id = std::to_string(i)}));
+    REQUIRE(settled_queue(s) > 0); // the server's write is stuck
+
+    const auto t0 = steady::now();
+    c.w.shutdown_send(); // its receive window stays full: only the read-ahead sees it leave
+    CHECK(h.wait_closed(0) == plinth::close_reason::client_gone);
+    const auto took = ms_between(t0, h.closed_at(0));
+    INFO("noticed after " << took << " ms");
+    CHECK(took < 1000);
+    CHECK(srv.server().stats().timeouts == 0);
+}
+
 // -- the server stops --
 
 TEST_CASE("sse: a graceful stop ends an event stream at once: on_close(server_stopping), the body ends with its "

@@ -210,6 +210,13 @@ public:
         socket_.close(ignored);
     }
 
+    /// Ends what the client sends (a FIN) and keeps its receiving side open.
+    void shutdown_send()
+    {
+        beast::error_code ignored;
+        socket_.shutdown(asio::socket_base::shutdown_send, ignored);
+    }
+
     /// Closes with a reset (SO_LINGER 0), as a crashed client would.
     void reset()
     {

@@ -420,8 +420,12 @@ private:
         if (!st_ || !st_->output)
             return;
         if (auto& pump = st_->output->pump; pump && pump->waiting) {
-            pump->waiting = false;
-            asio::post(strand(), [self = self()] { self->pump_stream(); });
+            try {
+                asio::post(strand(), [self = self()] { self->pump_stream(); });
+                pump->waiting = false;
+            }
+            catch (...) { // bad_alloc: it stays waiting, for the next wake or heartbeat to try again
+            }
         }
         if (st_->output->nudge)
             st_->output->nudge->cancel();
@@ -511,7 +515,11 @@ private:
 
     // The stream is over (`ok`: its body ended properly): on_close, then the next request or
     // the connection's end.
-    void end_stream(bool ok);
+    void end_stream(bool ok) noexcept;
+
+    // What the pump did threw (bad_alloc and the like, inside io_context::run, which must not see
+    // it): the stream ends as failed and the connection closes. Call from a catch block.
+    void fail_stream() noexcept;
 
     // Bytes the kernel still holds for the client (-1: unknown). Linux reports a full send
     // buffer writable again only once a third of it is free, which a slow reader may take longer

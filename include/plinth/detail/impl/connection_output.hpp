@@ -85,6 +85,8 @@ void connection<Stream>::on_read_ahead(beast::error_code ec, std::size_t n)
         read_ahead_ = read_ahead::gone;
         failure_ = ec;
         cancel_walk();
+        if (st_->output && st_->output->pump) // a stream's write in progress ends now, not at its timeout
+            io::cancel(socket_);
         return;
     }
     start_read_ahead();

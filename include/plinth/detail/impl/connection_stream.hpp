@@ -17,42 +17,47 @@ namespace plinth::detail {
 template <class Stream>
 void connection<Stream>::open_stream(response& head, bool keep_alive, std::exception_ptr unhandled)
 {
-    const auto& st = st_->ex.stream;
-    ++core_->policy.stats.streams;
-    st->attach([weak = std::weak_ptr<connection>(self()), ws = std::weak_ptr<stream_state>(st)](bool abort) {
-        if (auto self = weak.lock())
-            asio::post(self->strand(), [self, ws, abort] { self->on_stream_wake(ws, abort); });
-    });
-    watch_for_disconnect();
-
     auto& out = output();
-    out.pump = std::make_unique<stream_pump>();
-    auto& p = *out.pump;
-    p.unhandled = std::move(unhandled);
-    p.chunked = version_ >= 11;
-    p.head_only = head_only_;
-    p.keep_alive = keep_alive;
-    h1::write_stream_head(out.head, head, version_, p.keep_alive, core_->options.server_name);
-    // A stream may stay open for hours: what only the head needed goes (its fields now, its text
-    // once written), and the read buffer while it is empty, as a parked request's (see park).
-    head = response();
-    st_->ctx.response.shrink_to_fit();
-    if (st_->buffer.size() == 0 && (io::waits_without_buffer || !read_ahead_pending()))
-        st_->buffer.shrink_to_fit();
-    p.buffers.assign(1, asio::buffer(out.head));
-    arm(phase::write, write_deadline());
-    write_stream_buffers();
+    out.pump = std::make_unique<stream_pump>(); // (what fails before this, serve() reports)
+    try {
+        const auto& st = st_->ex.stream;
+        ++core_->policy.stats.streams;
+        st->attach([weak = std::weak_ptr<connection>(self()), ws = std::weak_ptr<stream_state>(st)](bool abort) {
+            if (auto self = weak.lock())
+                asio::post(self->strand(), [self, ws, abort] { self->on_stream_wake(ws, abort); });
+        });
+        watch_for_disconnect();
+
+        auto& p = *out.pump;
+        p.unhandled = std::move(unhandled);
+        p.chunked = version_ >= 11;
+        p.head_only = head_only_;
+        p.keep_alive = keep_alive;
+        h1::write_stream_head(out.head, head, version_, p.keep_alive, core_->options.server_name);
+        // A stream may stay open for hours: what only the head needed goes (its fields now, its
+        // text once written), and the read buffer while it is empty, as a parked request's (see park).
+        head = response();
+        st_->ctx.response.shrink_to_fit();
+        if (st_->buffer.size() == 0 && (io::waits_without_buffer || !read_ahead_pending()))
+            st_->buffer.shrink_to_fit();
+        p.buffers.assign(1, asio::buffer(out.head));
+        arm(phase::write, write_deadline());
+        write_stream_buffers();
+    }
+    catch (...) {
+        fail_stream();
+    }
 }
 
 template <class Stream>
 void connection<Stream>::pump_stream()
 {
     using clock = asio::steady_timer::clock_type;
-    auto& p = *st_->output->pump;
-    auto& st = *st_->ex.stream;
-    if (p.head_only)
-        return end_stream(true);
     try {
+        auto& p = *st_->output->pump;
+        auto& st = *st_->ex.stream;
+        if (p.head_only)
+            return end_stream(true);
         for (;;) {
             if (client_left()) {
                 p.reason = close_reason::client_gone;
@@ -121,10 +126,8 @@ void connection<Stream>::pump_stream()
             return write_stream_buffers();
         }
     }
-    catch (...) { // bad_alloc: this runs inside io_context::run, which must not see it
-        core_->log(log_level::error, "a stream could not go on: " + describe(std::current_exception()));
-        p.reason = close_reason::failed;
-        end_stream(false);
+    catch (...) {
+        fail_stream();
     }
 }
 
@@ -143,37 +146,42 @@ void connection<Stream>::write_stream_buffers()
 template <class Stream>
 void connection<Stream>::on_stream_io(beast::error_code ec, std::size_t n)
 {
-    auto& p = *st_->output->pump;
-    if (!ec && timed_out_) // it fired as these bytes went: the socket is already shut down
-        ec = asio::error::timed_out;
-    if (!ec) {
-        for (; p.first < p.buffers.size() && n >= p.buffers[p.first].size(); ++p.first)
-            n -= p.buffers[p.first].size();
-        if (p.first < p.buffers.size()) {
-            p.buffers[p.first] += n;
-            if (p.what == stream_pump::writing::body) { // bytes moved: the deadline restarts
-                if (!cutting_short())
-                    arm(phase::write, write_deadline());
-                st_->output->unsent = unsent_bytes();
+    try {
+        auto& p = *st_->output->pump;
+        if (!ec && timed_out_) // it fired as these bytes went: the socket is already shut down
+            ec = asio::error::timed_out;
+        if (!ec) {
+            for (; p.first < p.buffers.size() && n >= p.buffers[p.first].size(); ++p.first)
+                n -= p.buffers[p.first].size();
+            if (p.first < p.buffers.size()) {
+                p.buffers[p.first] += n;
+                if (p.what == stream_pump::writing::body) { // bytes moved: the deadline restarts
+                    if (!cutting_short())
+                        arm(phase::write, write_deadline());
+                    st_->output->unsent = unsent_bytes();
+                }
+                return write_stream_buffers();
             }
-            return write_stream_buffers();
         }
+        const auto what = p.what;
+        if (what == stream_pump::writing::body) {
+            st_->ex.stream->written(p.batch, ec);
+            if (!ec)
+                watch_progress_ = false;
+        }
+        else if (what == stream_pump::writing::head)
+            std::string().swap(st_->output->head);
+        if (ec) {
+            p.reason = write_failure(ec, *st_->ex.stream);
+            return end_stream(false);
+        }
+        if (what == stream_pump::writing::last)
+            return end_stream(true);
+        p.last_write = asio::steady_timer::clock_type::now();
     }
-    const auto what = p.what;
-    if (what == stream_pump::writing::body) {
-        st_->ex.stream->written(p.batch, ec);
-        if (!ec)
-            watch_progress_ = false;
+    catch (...) {
+        return fail_stream();
     }
-    else if (what == stream_pump::writing::head)
-        std::string().swap(st_->output->head);
-    if (ec) {
-        p.reason = write_failure(ec, *st_->ex.stream);
-        return end_stream(false);
-    }
-    if (what == stream_pump::writing::last)
-        return end_stream(true);
-    p.last_write = asio::steady_timer::clock_type::now();
     pump_stream();
 }
 
@@ -192,29 +200,46 @@ void connection<Stream>::write_last_chunk()
 }
 
 template <class Stream>
-void connection<Stream>::end_stream(bool ok)
+void connection<Stream>::end_stream(bool ok) noexcept
 {
     const auto pump = std::move(st_->output->pump); // goes with this call
     const auto st = std::move(st_->ex.stream);
-    arm(phase::busy, {});
-    stop_watching();
     --core_->policy.stats.streams;
-    st->finish(pump->reason); // on_close runs here, on the strand
-    if (!ok) {
-        finish_suspensions(true, std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
-        return close();
-    }
-    finish_suspensions(false, pump->unhandled);
-    if (!pump->keep_alive)
-        return close();
     try {
-        spawn(); // serve() reads the next request
+        arm(phase::busy, {});
+        stop_watching();
+        st->finish(pump->reason); // on_close runs here, on the strand
+        if (ok)
+            finish_suspensions(false, pump->unhandled);
+        else
+            finish_suspensions(true, std::make_exception_ptr(client_disconnected(asio::error::connection_aborted)));
+        if (ok && pump->keep_alive)
+            return spawn(); // serve() reads the next request
     }
-    catch (...) { // bad_alloc: this handler runs inside io_context::run, which must not see it
-        core_->log(log_level::error,
-                   "a connection could not go on after its stream: " + describe(std::current_exception()));
-        close();
+    catch (...) { // bad_alloc: this runs inside io_context::run, which must not see it
+        try {
+            core_->log(log_level::error, "a stream could not end properly: " + describe(std::current_exception()));
+        }
+        catch (...) {
+        }
     }
+    close();
+}
+
+template <class Stream>
+void connection<Stream>::fail_stream() noexcept
+{
+    if (!st_->output || !st_->output->pump)
+        return; // over already: end_stream throws nothing
+    auto& p = *st_->output->pump;
+    p.reason = close_reason::failed;
+    try {
+        core_->log(log_level::error, "a stream could not go on: " + describe(std::current_exception()));
+        st_->ex.stream->written(p.batch, asio::error::operation_aborted); // their senders learn it
+    }
+    catch (...) {
+    }
+    end_stream(false);
 }
 
 template <class Stream>
