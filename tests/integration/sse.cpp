@@ -158,6 +158,26 @@ std::size_t settled_queue(const plinth::sse_stream& s)
     return seen;
 }
 
+/// Options under which a client that does not read leaves the server's write stuck: a queue that
+/// never overflows.
+plinth::server_options without_overflow()
+{
+    plinth::server_options o;
+    o.streams.max_queued_bytes = std::size_t(1) << 30;
+    o.streams.max_queued = 1'000'000;
+    return o;
+}
+
+/// Sends far more than the socket buffers hold (12.8 MB) to a client that does not read, and
+/// waits until the server's write is stuck.
+void stick_the_write(const plinth::sse_stream& s)
+{
+    const std::string payload(64 * 1024, 'x');
+    for (int i = 1; i <= 200; ++i)
+        REQUIRE(s.send(plinth::sse_event{.data = payload, .id = std::to_string(i)}));
+    REQUIRE(settled_queue(s) > 0);
+}
+
 plinth::server_options with_streams(plinth::stream_options streams)
 {
     plinth::server_options o;
@@ -691,16 +711,10 @@ TEST_CASE("sse: a client that stopped reading and then resets, while the server 
           "[sse]")
 {
     sse_hub h;
-    plinth::server_options o;
-    o.streams.max_queued_bytes = std::size_t(1) << 30; // no overflow: the write itself is stuck
-    o.streams.max_queued = 1'000'000;
-    test_server srv{{sse_route(h), hello_route()}, o};
+    test_server srv{{sse_route(h), hello_route()}, without_overflow()};
     sse_client c{srv.port(), "/events", {}, 4096};
     auto s = h.wait_open(0);
-    const std::string payload(64 * 1024, 'x');
-    for (int i = 1; i <= 200; ++i) // 12.8 MB: far more than the socket buffers hold
-        REQUIRE(s.send(plinth::sse_event{.data = payload, .id = std::to_string(i)}));
-    REQUIRE(settled_queue(s) > 0); // the server's write is stuck
+    stick_the_write(s);
 
     const auto t0 = steady::now();
     c.w.reset();
@@ -721,17 +735,12 @@ TEST_CASE("sse: a client that stopped reading and then ends its side (FIN), whil
           "[sse]")
 {
     sse_hub h;
-    plinth::server_options o;
-    o.streams.max_queued_bytes = std::size_t(1) << 30; // no overflow: the write itself is stuck
-    o.streams.max_queued = 1'000'000;
+    auto o = without_overflow();
     o.write_timeout = std::chrono::seconds(30);
     test_server srv{{sse_route(h)}, o};
     sse_client c{srv.port(), "/events", {}, 4096};
     auto s = h.wait_open(0);
-    const std::string payload(64 * 1024, 'x');
-    for (int i = 1; i <= 200; ++i) // 12.8 MB: far more than the socket buffers hold
-        REQUIRE(s.send(plinth::sse_event{.data = payload, .id = std::to_string(i)}));
-    REQUIRE(settled_queue(s) > 0); // the server's write is stuck
+    stick_the_write(s);
 
     const auto t0 = steady::now();
     c.w.shutdown_send(); // its receive window stays full: only the read-ahead sees it leave
@@ -779,16 +788,10 @@ TEST_CASE("sse: a graceful stop ends an event stream at once even while the serv
 {
     constexpr auto grace = 3000ms;
     sse_hub h;
-    plinth::server_options o;
-    o.streams.max_queued_bytes = std::size_t(1) << 30;
-    o.streams.max_queued = 1'000'000;
-    test_server srv{{sse_route(h)}, o};
+    test_server srv{{sse_route(h)}, without_overflow()};
     sse_client c{srv.port(), "/events", {}, 4096};
     auto s = h.wait_open(0);
-    const std::string payload(64 * 1024, 'x');
-    for (int i = 1; i <= 200; ++i)
-        REQUIRE(s.send(plinth::sse_event{.data = payload, .id = std::to_string(i)}));
-    REQUIRE(settled_queue(s) > 0); // the server's write is stuck
+    stick_the_write(s);
 
     const auto t0 = steady::now();
     auto stopped = srv.server().async_stop(grace, asio::use_future);
