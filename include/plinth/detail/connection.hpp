@@ -349,9 +349,8 @@ private:
     {
         if (closed_ || !core_->deadlines.take_fired(*this))
             return; // a phase began meanwhile, with its own deadline (or none)
-        const bool warm = warm_queued_;
         warm_queued_ = false;
-        if (phase_ == phase::busy || (phase_ == phase::stream && warm))
+        if (phase_ == phase::busy)
             return; // the warm deadline, kept while a request was handled (see arm)
         if (phase_ == phase::stream)
             return nudge();          // an open stream's heartbeat is due
@@ -494,8 +493,6 @@ private:
         asio::steady_timer::time_point last_write{};
         close_reason reason = close_reason::closed;
         writing what = writing::head;
-        bool chunked = true; // HTTP/1.0 has no chunks: the body ends with the connection
-        bool head_only = false;
         bool keep_alive = false;
         bool waiting = false; // for a wake or the heartbeat: see nudge
     };
@@ -512,6 +509,10 @@ private:
 
     // The body's end: its last chunk (chunked), then end_stream.
     void write_last_chunk();
+
+    // HTTP/1.0 has no chunks: the body ends with the connection. (version_ and head_only_ stay
+    // the stream's request's while it is open: serve() reads no other meanwhile.)
+    bool chunked() const noexcept { return version_ >= 11; }
 
     // The stream is over (`ok`: its body ended properly): on_close, then the next request or
     // the connection's end.

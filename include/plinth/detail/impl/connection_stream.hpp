@@ -30,8 +30,6 @@ void connection<Stream>::open_stream(response& head, bool keep_alive, std::excep
 
         auto& p = *out.pump;
         p.unhandled = std::move(unhandled);
-        p.chunked = version_ >= 11;
-        p.head_only = head_only_;
         p.keep_alive = keep_alive;
         h1::write_stream_head(out.head, head, version_, p.keep_alive, core_->options.server_name);
         // A stream may stay open for hours: what only the head needed goes (its fields now, its
@@ -56,7 +54,7 @@ void connection<Stream>::pump_stream()
     try {
         auto& p = *st_->output->pump;
         auto& st = *st_->ex.stream;
-        if (p.head_only)
+        if (head_only_)
             return end_stream(true);
         for (;;) {
             if (client_left()) {
@@ -109,14 +107,14 @@ void connection<Stream>::pump_stream()
                 continue;
             }
             p.buffers.clear();
-            if (p.chunked)
+            if (chunked())
                 p.buffers.push_back(p.size_line.emplace(bytes).buffer());
             if (!beat.empty())
                 p.buffers.push_back(asio::buffer(beat));
             for (const auto& e : p.batch)
                 if (!e.data.empty())
                     p.buffers.push_back(asio::buffer(e.data));
-            if (p.chunked)
+            if (chunked())
                 p.buffers.push_back(asio::buffer(h1::chunk_end));
             p.what = stream_pump::writing::body;
             p.first = 0;
@@ -189,7 +187,7 @@ template <class Stream>
 void connection<Stream>::write_last_chunk()
 {
     auto& p = *st_->output->pump;
-    if (!p.chunked)
+    if (!chunked())
         return end_stream(true);
     p.last = h1::last_chunk(st_->ex.stream->trailer());
     p.buffers.assign(1, asio::buffer(p.last));
